@@ -1,0 +1,33 @@
+-- Assets: what pipelines scan.
+
+-- name: InsertAsset :one
+-- Creates an asset.
+INSERT INTO assets (tenant_id, type, name, value, tags, criticality, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
+
+-- name: GetAsset :one
+-- An asset of a tenant.
+SELECT * FROM assets WHERE tenant_id = $1 AND id = $2;
+
+-- name: LockAsset :one
+-- An asset of a tenant, locked for an update.
+SELECT * FROM assets WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: ListAssets :many
+-- A tenant's assets, newest first, optionally of one type or with one tag.
+SELECT *, created_at::text AS cursor_at FROM assets
+WHERE tenant_id = $1
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+  AND ($4::text IS NULL OR type = $4)
+  AND ($5::text IS NULL OR $5 = ANY (tags))
+ORDER BY created_at DESC, id DESC
+LIMIT $6;
+
+-- name: UpdateAsset :one
+-- Replaces an asset's fields.
+UPDATE assets SET type = $3, name = $4, value = $5, tags = $6, criticality = $7, metadata = $8, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 RETURNING *;
+
+-- name: DeleteAsset :one
+-- Deletes an asset; its runs keep their snapshot of it.
+DELETE FROM assets WHERE tenant_id = $1 AND id = $2 RETURNING id;

@@ -1,0 +1,110 @@
+-- Pipeline runs: creation, reads and the transitions of a run.
+
+-- name: InsertRun :one
+-- Creates a pending run of a pipeline's current version with one step run per step, and
+-- enqueues its first advance in the same statement.
+WITH pipeline AS (
+  SELECT p.id, p.version, v.settings
+  FROM pipeline_templates p JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version
+  WHERE p.tenant_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
+), run AS (
+  INSERT INTO pipeline_runs (tenant_id, pipeline_id, pipeline_version, asset_id, scan_id, trigger_type,
+                             triggered_by, context, target, settings, total_steps)
+  SELECT $1, pipeline.id, pipeline.version, $3, $4, $5, $6, $7, $8, pipeline.settings,
+         (SELECT count(*) FROM pipeline_steps s WHERE s.pipeline_id = pipeline.id AND s.version = pipeline.version)
+  FROM pipeline
+  RETURNING *
+), steps AS (
+  INSERT INTO step_runs (tenant_id, pipeline_run_id, step_id, step_key, name, step_order, depends_on, max_attempts)
+  SELECT $1, run.id, s.id, s.step_key, s.name, s.step_order, s.depends_on, s.max_retries + 1
+  FROM run JOIN pipeline_steps s ON s.pipeline_id = run.pipeline_id AND s.version = run.pipeline_version
+  RETURNING id
+), advance AS (
+  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', run.id),
+           job_key => 'run_advance:' || run.id) AS job
+  FROM run
+)
+SELECT run.* FROM run, advance WHERE (SELECT count(*) FROM steps) >= 0;
+
+-- name: GetRun :one
+-- A run of a tenant.
+SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2;
+
+-- name: ListRuns :many
+-- A tenant's runs, newest first, with optional filters.
+SELECT *, created_at::text AS cursor_at FROM pipeline_runs
+WHERE tenant_id = $1
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+  AND ($4::text IS NULL OR status = $4)
+  AND ($5::uuid IS NULL OR pipeline_id = $5)
+  AND ($6::uuid IS NULL OR asset_id = $6)
+  AND ($7::uuid IS NULL OR scan_id = $7)
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
+
+-- name: LockRun :one
+-- Locks a run: every change to a run's progression holds this lock, so they never interleave.
+-- db_now is the transaction's clock, the one every deadline was computed with.
+SELECT *, now() AS db_now FROM pipeline_runs WHERE id = $1 FOR UPDATE;
+
+-- name: LockTenantRun :one
+-- Locks a run of a tenant (API-side changes: cancel, retry).
+SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: StartRun :exec
+-- pending → running.
+UPDATE pipeline_runs SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = $1 AND status = 'pending';
+
+-- name: RefreshRunCounters :exec
+-- Recomputes a run's step counters from its step runs.
+UPDATE pipeline_runs r
+SET total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
+    skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
+FROM (SELECT count(*) AS total,
+             count(*) FILTER (WHERE status = 'completed') AS completed,
+             count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
+             count(*) FILTER (WHERE status = 'skipped') AS skipped,
+             coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
+      FROM step_runs WHERE pipeline_run_id = $1) c
+WHERE r.id = $1;
+
+-- name: FinishRun :one
+-- Ends a run that is still in progress, with its final counters (the event carries them).
+UPDATE pipeline_runs r
+SET status = $2, error_message = $3, completed_at = now(), started_at = coalesce(r.started_at, now()),
+    total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
+    skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
+FROM (SELECT count(*) AS total,
+             count(*) FILTER (WHERE status = 'completed') AS completed,
+             count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
+             count(*) FILTER (WHERE status = 'skipped') AS skipped,
+             coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
+      FROM step_runs WHERE pipeline_run_id = $1) c
+WHERE r.id = $1 AND r.status IN ('pending', 'running')
+RETURNING r.*;
+
+-- name: ReopenRun :one
+-- A finished, unsuccessful run goes back to running for a manual retry, and is advanced.
+WITH run AS (
+  UPDATE pipeline_runs SET status = 'running', completed_at = NULL, error_message = NULL, updated_at = now()
+  WHERE id = $1 AND status IN ('failed', 'cancelled', 'timeout')
+  RETURNING *
+), advance AS (
+  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', run.id),
+           job_key => 'run_advance:' || run.id) AS job
+  FROM run
+)
+SELECT run.* FROM run, advance;
+
+-- name: EnqueueAdvance :exec
+-- Asks for a run to be advanced (coalesced per run).
+SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', $1::uuid),
+         job_key => 'run_advance:' || $1);
+
+-- name: ListRunEvents :many
+-- The events of a run, oldest first.
+SELECT id, type, step_run_id, data, created_at FROM events
+WHERE tenant_id = $1 AND pipeline_run_id = $2 AND id > $3
+ORDER BY id
+LIMIT $4;

@@ -1,0 +1,34 @@
+-- Tenants, tenant tokens and instance settings.
+
+-- name: InsertTenant :one
+-- Creates a tenant.
+INSERT INTO tenants (name, modules) VALUES ($1, $2) RETURNING *;
+
+-- name: GetTenant :one
+-- A tenant by id.
+SELECT * FROM tenants WHERE id = $1;
+
+-- name: ListTenants :many
+-- Tenants, newest first, keyset-paginated on (created_at, id).
+SELECT *, created_at::text AS cursor_at FROM tenants
+WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $3;
+
+-- name: InsertApiToken :one
+-- Stores the hash of a new tenant token.
+INSERT INTO api_tokens (tenant_id, name, token_hash, token_prefix) VALUES ($1, $2, $3, $4)
+RETURNING id, tenant_id, name, token_prefix, created_at;
+
+-- name: FindTenantByTokenHash :one
+-- The tenant a live token belongs to.
+SELECT t.* FROM api_tokens k JOIN tenants t ON t.id = k.tenant_id
+WHERE k.token_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: GetSetting :one
+-- An instance setting.
+SELECT value FROM instance_settings WHERE key = $1;
+
+-- name: InsertSettingIfAbsent :one
+-- Stores an instance setting unless one exists; returns it only when this call stored it.
+INSERT INTO instance_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value;

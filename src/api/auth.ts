@@ -1,0 +1,97 @@
+// Credentials: the instance admin token, tenant tokens and agent API keys, all compared as
+// SHA-256 hashes. `Authorization: Bearer <token>` or `X-API-Key: <token>`; credentials in
+// the query string are refused.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Context, MiddlewareHandler } from 'hono';
+import { ApiError } from './errors.ts';
+import { one } from '../store/query.ts';
+import { agentsSql, tenantsSql } from '../store/queries.ts';
+import type { TenantRow } from '../store/rows.ts';
+import type { AppDeps } from './app.ts';
+
+export type AuthAgent = {
+  id: string;
+  tenant_id: string;
+  name: string;
+  status: string;
+  tools: string[];
+  capabilities: string[];
+  max_concurrent_jobs: number;
+  last_seen_at: Date | null;
+  modules: string[];
+};
+
+export type AppEnv = { Variables: { tenant: TenantRow; agent: AuthAgent } };
+
+export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
+
+/** A new secret with a recognizable prefix; the prefix plus a few characters identify it in lists. */
+export function newSecret(prefix: 'sft' | 'sfa' | 'sfadm'): { token: string; hash: Buffer; display: string } {
+  const token = `${prefix}_${randomBytes(32).toString('base64url')}`;
+  return { token, hash: hashToken(token), display: token.slice(0, prefix.length + 7) };
+}
+
+const QUERY_CREDENTIALS = ['token', 'api_key', 'apikey', 'access_token', 'key', 'auth'];
+
+function credentialOf(c: Context): string {
+  for (const name of QUERY_CREDENTIALS) {
+    if (c.req.query(name) !== undefined) {
+      throw new ApiError(401, 'credential_in_query', 'Credentials in the query string are refused; send Authorization: Bearer <token> or X-API-Key');
+    }
+  }
+  const header = c.req.header('authorization');
+  if (header) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) throw new ApiError(401, 'unauthorized', 'The Authorization header must be "Bearer <token>"');
+    return m[1];
+  }
+  const key = c.req.header('x-api-key');
+  if (key && key.trim()) return key.trim();
+  throw new ApiError(401, 'unauthorized', 'A credential is required: Authorization: Bearer <token> or X-API-Key');
+}
+
+function isAdmin(deps: AppDeps, hash: Buffer): boolean {
+  const admin = deps.adminTokenHash();
+  return admin !== null && admin.length === hash.length && timingSafeEqual(admin, hash);
+}
+
+export function requireAdmin(deps: AppDeps): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const hash = hashToken(credentialOf(c));
+    if (!isAdmin(deps, hash)) {
+      const tenant = await one(deps.pool, tenantsSql.FindTenantByTokenHash, [hash]);
+      if (tenant) throw new ApiError(403, 'forbidden', 'This endpoint needs the instance admin token');
+      throw new ApiError(401, 'unauthorized', 'The credential is not valid');
+    }
+    await next();
+  };
+}
+
+export function requireTenant(deps: AppDeps): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const hash = hashToken(credentialOf(c));
+    const tenant = await one<TenantRow>(deps.pool, tenantsSql.FindTenantByTokenHash, [hash]);
+    if (!tenant) {
+      if (isAdmin(deps, hash)) {
+        throw new ApiError(403, 'forbidden', 'The admin token manages tenants; use a tenant token (POST /api/v1/tenants/{id}/tokens)');
+      }
+      throw new ApiError(401, 'unauthorized', 'The credential is not valid');
+    }
+    c.set('tenant', tenant);
+    await next();
+  };
+}
+
+/** Agent routes; `module` is the tenant module the route needs (seed 002 "Module Gating"). */
+export function requireAgent(deps: AppDeps, module: string | null): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const agent = await one<AuthAgent>(deps.pool, agentsSql.FindAgentByKeyHash, [hashToken(credentialOf(c))]);
+    if (!agent || agent.status === 'revoked') throw new ApiError(401, 'unauthorized', 'The agent API key is not valid');
+    if (agent.status !== 'active') throw new ApiError(403, 'agent_disabled', 'This agent is disabled');
+    if (module && !agent.modules.includes(module)) {
+      throw new ApiError(403, 'module_not_enabled', `The tenant's '${module}' module is not enabled`);
+    }
+    c.set('agent', agent);
+    await next();
+  };
+}

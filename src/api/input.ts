@@ -1,0 +1,83 @@
+// Reading request input: JSON bodies, path ids, list queries. Everything is `unknown`
+// until valibot has parsed it; every problem becomes a 400 naming its field.
+import * as v from 'valibot';
+import type { Context } from 'hono';
+import { ApiError, invalid, notFound } from './errors.ts';
+import { issuesToProblems } from '../domain/problems.ts';
+
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The JSON body; an empty body is `{}` (so bodiless POSTs work); malformed JSON is a 400. */
+export async function readJson(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, 'invalid_json', `The request body is not valid JSON: ${(err as Error).message}`, [
+      { path: '(body)', message: 'must be valid JSON' },
+    ]);
+  }
+}
+
+export function parseInput<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
+  const result = v.safeParse(schema, input);
+  if (!result.success) throw invalid(issuesToProblems(result.issues));
+  return result.output;
+}
+
+export async function parseBody<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S>> {
+  return parseInput(schema, await readJson(c));
+}
+
+/** A path id: anything that is not a UUID cannot name a row, so it is a 404. */
+export function pathId(c: Context, name: string, what: string): string {
+  const id = c.req.param(name) ?? '';
+  if (!UUID.test(id)) throw notFound(what);
+  return id.toLowerCase();
+}
+
+export type Page = { limit: number; after: { at: string; id: string } | null };
+
+const PageQuery = v.object({
+  limit: v.optional(
+    v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number between 1 and 200'), v.transform(Number), v.minValue(1, 'must be at least 1'), v.maxValue(200, 'must be at most 200')),
+    '50',
+  ),
+  cursor: v.optional(v.string()),
+});
+
+export function pageOf(c: Context): Page {
+  const q = parseInput(PageQuery, { limit: c.req.query('limit'), cursor: c.req.query('cursor') });
+  if (!q.cursor) return { limit: q.limit, after: null };
+  try {
+    // The cursor carries the row's timestamp as PostgreSQL printed it (microseconds intact).
+    const [at, id] = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as [unknown, unknown];
+    if (typeof at !== 'string' || typeof id !== 'string' || !UUID.test(id) || !/^\d{4}-\d\d-\d\d[ T][\d:.+-]+$/.test(at)) {
+      throw new Error('bad cursor');
+    }
+    return { limit: q.limit, after: { at, id } };
+  } catch {
+    throw invalid([{ path: 'cursor', message: 'is not a cursor returned by this API' }]);
+  }
+}
+
+/** A page of rows fetched with limit + 1, as {items, next_cursor}. */
+export function pageResult<R extends { cursor_at: string; id: string }, T>(rows: R[], page: Page, present: (r: R) => T) {
+  const more = rows.length > page.limit;
+  const items = more ? rows.slice(0, page.limit) : rows;
+  const last = items[items.length - 1];
+  return {
+    items: items.map(present),
+    next_cursor: more && last ? Buffer.from(JSON.stringify([last.cursor_at, last.id])).toString('base64url') : null,
+  };
+}
+
+/** Optional query filters, validated like a body. */
+export function queryOf<S extends v.GenericSchema>(c: Context, schema: S, names: string[]): v.InferOutput<S> {
+  const raw: Record<string, string | undefined> = {};
+  for (const n of names) raw[n] = c.req.query(n);
+  return parseInput(schema, raw);
+}
+
+export const OptionalUuidQuery = v.optional(v.pipe(v.string(), v.regex(UUID, 'must be a UUID')));

@@ -1,0 +1,211 @@
+// The agent API (seeds 002/003 "Agent API", API.md): heartbeat, poll (claims), and the
+// command transitions ack → start → complete | fail. Only the agent holding a command may
+// move it; replays answer 200 with the current command; contradictions answer 409.
+import { Hono, type Context } from 'hono';
+import * as v from 'valibot';
+import type { AppDeps } from '../app.ts';
+import { requireAgent, type AppEnv, type AuthAgent } from '../auth.ts';
+import { ApiError, notFound } from '../errors.ts';
+import { parseBody, pathId, queryOf, UUID } from '../input.ts';
+import { presentCommand } from '../present.ts';
+import { withTransaction } from '../../db/transaction.ts';
+import type { Queryable } from '../../db/pool.ts';
+import { many, one } from '../../store/query.ts';
+import { agentsSql, commandsSql } from '../../store/queries.ts';
+import type { CommandRow } from '../../store/rows.ts';
+
+export const MAX_WAIT_SECONDS = 60;
+/** How long a cancelled or expired command keeps being reported to its agent's heartbeats. */
+const STOP_REPORT_SECONDS = 600;
+/** Contact is recorded at most this often per agent (the poll path stays read-mostly). */
+const TOUCH_EVERY_MS = 5_000;
+
+const Heartbeat = v.looseObject({
+  version: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(100)))),
+  hostname: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(255)))),
+  active_jobs: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0)))),
+  command_ids: v.optional(v.array(v.pipe(v.string(), v.regex(UUID, 'must be a command id')))),
+  running_command_ids: v.optional(v.array(v.pipe(v.string(), v.regex(UUID, 'must be a command id')))),
+});
+
+const PollQuery = v.object({
+  limit: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number between 1 and 100'), v.transform(Number), v.minValue(1, 'must be at least 1'), v.maxValue(100, 'must be at most 100')), '10'),
+  wait: v.optional(v.pipe(v.string(), v.regex(/^\d+(\.\d+)?$/, `must be a number of seconds between 0 and ${MAX_WAIT_SECONDS}`), v.transform(Number), v.maxValue(MAX_WAIT_SECONDS, `must be at most ${MAX_WAIT_SECONDS}`)), '0'),
+});
+
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(2_147_483_647));
+const JsonObject = v.record(v.string(), v.unknown());
+const CompleteBody = v.looseObject({
+  findings_count: v.optional(v.nullable(Count)),
+  output: v.optional(v.nullable(JsonObject)),
+  result: v.optional(v.nullable(v.looseObject({ findings_count: v.optional(v.nullable(Count)), output: v.optional(v.nullable(JsonObject)) }))),
+});
+const FailBody = v.pipe(
+  v.looseObject({
+    error_message: v.optional(v.pipe(v.string(), v.maxLength(10_000))),
+    error: v.optional(v.pipe(v.string(), v.maxLength(10_000))),
+    error_code: v.optional(v.nullable(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be a short code like "tool_error"')))),
+  }),
+  v.forward(
+    v.check((b) => typeof (b.error_message ?? b.error) === 'string' && (b.error_message ?? b.error)!.trim() !== '', 'is required: say why the command failed'),
+    ['error_message'],
+  ),
+);
+
+type Action = 'ack' | 'start' | 'complete' | 'fail';
+
+export function agentApiRoutes(deps: AppDeps) {
+  const r = new Hono<AppEnv>();
+  const o = deps.orchestration;
+
+  /** Records that the agent is alive (any request counts), at most every few seconds. */
+  const touch = async (agent: AuthAgent) => {
+    if (agent.last_seen_at && Date.now() - agent.last_seen_at.getTime() < TOUCH_EVERY_MS) return;
+    await many(deps.pool, agentsSql.TouchAgent, [agent.id, o.agentOfflineAfterSeconds]);
+  };
+
+  // Heartbeat needs no module: agents report health even when the tenant's plan lapsed.
+  r.post('/heartbeat', requireAgent(deps, null), async (c) => {
+    const agent = c.get('agent');
+    const body = await parseBody(c, Heartbeat);
+    const { version, hostname, command_ids, running_command_ids, ...rest } = body;
+    const named = [...(command_ids ?? []), ...(running_command_ids ?? [])];
+    const stop = await withTransaction(deps.pool, async (tx) => {
+      await one(tx, agentsSql.RecordHeartbeat, [agent.id, version ?? null, hostname ?? null, rest, o.agentOfflineAfterSeconds]);
+      return many<{ id: string }>(tx, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]);
+    });
+    return c.json({
+      status: 'ok',
+      agent_id: agent.id,
+      tenant_id: agent.tenant_id,
+      heartbeat_interval_seconds: o.heartbeatIntervalSeconds,
+      cancel_command_ids: stop.map((s) => s.id),
+    });
+  });
+
+  r.use('/commands', requireAgent(deps, 'scans'));
+  r.use('/commands/*', requireAgent(deps, 'scans'));
+
+  // Poll: claims up to `limit` commands for this agent in one transaction. With `wait`, an
+  // empty poll sleeps until a NOTIFY says a command of this tenant became claimable.
+  r.get('/commands', async (c) => {
+    const agent = c.get('agent');
+    const q = queryOf(c, PollQuery, ['limit', 'wait']);
+    await touch(agent);
+    const deadline = Date.now() + q.wait * 1000;
+    const subscription = deps.signals.subscribe(agent.tenant_id);
+    let commands: CommandRow[] = [];
+    try {
+      for (;;) {
+        commands = await withTransaction(deps.pool, async (tx) => {
+          await one(tx, agentsSql.LockAgentForClaim, [agent.id]);
+          return many<CommandRow>(tx, commandsSql.ClaimCommands, [agent.id, agent.tenant_id, q.limit, o.ackTimeoutSeconds]);
+        });
+        const remaining = deadline - Date.now();
+        if (commands.length > 0 || remaining <= 0 || deps.signals.stopping || c.req.raw.signal?.aborted) break;
+        await subscription.wait(remaining, c.req.raw.signal);
+      }
+    } finally {
+      subscription.close();
+    }
+    return c.json({ commands: commands.map(presentCommand), poll_interval_seconds: o.pollIntervalSeconds });
+  });
+
+  const transition = (action: Action) => async (c: Context<AppEnv>) => {
+    const agent = c.get('agent');
+    const id = pathId(c, 'id', 'command');
+    const params = action === 'complete' ? completion(await parseBody(c, CompleteBody))
+      : action === 'fail' ? failure(await parseBody(c, FailBody))
+      : null;
+    await touch(agent);
+    const command = await withTransaction(deps.pool, (tx) => move(tx, action, id, agent.id, params));
+    return c.json(presentCommand(command));
+  };
+
+  r.post('/commands/:id/ack', transition('ack'));
+  r.post('/commands/:id/acknowledge', transition('ack'));
+  r.post('/commands/:id/start', transition('start'));
+  r.post('/commands/:id/complete', transition('complete'));
+  r.post('/commands/:id/fail', transition('fail'));
+
+  return r;
+}
+
+type Outcome = { status: 'completed' | 'failed'; result: Record<string, unknown> | null; errorCode: string | null; errorMessage: string | null };
+
+function completion(body: v.InferOutput<typeof CompleteBody>): Outcome {
+  const { result: nested, findings_count, output, ...extra } = body;
+  const { findings_count: nestedCount, output: nestedOutput, ...nestedExtra } = nested ?? {};
+  // The step's output: `output` if given; otherwise whatever else the result carries
+  // (seed 001's worker response: {findings_count, duration_ms, scan_id}).
+  const rest = { ...stripCommandFields(extra), ...nestedExtra };
+  return {
+    status: 'completed',
+    result: {
+      findings_count: findings_count ?? nestedCount ?? 0,
+      output: output ?? nestedOutput ?? rest,
+    },
+    errorCode: null,
+    errorMessage: null,
+  };
+}
+
+function stripCommandFields(extra: Record<string, unknown>): Record<string, unknown> {
+  const { command_id: _id, status: _status, ...rest } = extra;
+  return rest;
+}
+
+function failure(body: v.InferOutput<typeof FailBody>): Outcome {
+  return {
+    status: 'failed',
+    result: null,
+    errorCode: body.error_code ?? 'agent_error',
+    errorMessage: (body.error_message ?? body.error)!.trim(),
+  };
+}
+
+/** Where each command status may go: replays of a done transition are fine, others are 409. */
+const REPLAY: Record<Action, Set<string>> = {
+  ack: new Set(['acknowledged', 'running', 'completed']),
+  start: new Set(['running', 'completed']),
+  complete: new Set(['completed']),
+  fail: new Set(['failed']),
+};
+
+async function move(tx: Queryable, action: Action, id: string, agentId: string, outcome: Outcome | null): Promise<CommandRow> {
+  const attempt = async (): Promise<CommandRow | null> => {
+    switch (action) {
+      case 'ack':
+        return one<CommandRow>(tx, commandsSql.AckCommand, [id, agentId]);
+      case 'start':
+        return one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]);
+      default:
+        return one<CommandRow>(tx, commandsSql.FinishCommand, [
+          id, agentId, outcome!.status, outcome!.result, outcome!.errorCode, outcome!.errorMessage,
+        ]);
+    }
+  };
+  const moved = await attempt();
+  if (moved) return moved;
+  const current = await one<CommandRow>(tx, commandsSql.GetAgentCommand, [id, agentId]);
+  if (!current) throw notFound('command');
+  if (REPLAY[action].has(current.status)) return current;
+  if (action === 'start' && current.status === 'pending') {
+    // An agent that starts without acknowledging: acknowledge, then start.
+    if (await one(tx, commandsSql.AckCommand, [id, agentId])) {
+      const started = await one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]);
+      if (started) return started;
+    }
+  }
+  throw contradiction(action, current);
+}
+
+function contradiction(action: Action, current: CommandRow): ApiError {
+  const verb = { ack: 'acknowledge', start: 'start', complete: 'complete', fail: 'fail' }[action];
+  const why = current.status === 'cancelled' ? ' (its run was cancelled)'
+    : current.status === 'expired' ? ` (${current.error_code === 'queue_timeout' ? 'its queue deadline passed' : 'its step timeout passed'})`
+    : current.error_code === 'agent_lost' ? ' (it was taken back when this agent stopped responding)'
+    : '';
+  return new ApiError(409, `command_${current.status}`, `The command is ${current.status}${why}; cannot ${verb} it`);
+}
+

@@ -1,0 +1,127 @@
+// Agents of a tenant. The API key is shown once (creation, regenerate-key) and stored hashed.
+import { Hono, type Context } from 'hono';
+import * as v from 'valibot';
+import type { AppDeps } from '../app.ts';
+import { newSecret, requireTenant, type AppEnv } from '../auth.ts';
+import { conflict, notFound } from '../errors.ts';
+import { pageOf, pageResult, parseBody, parseInput, pathId, queryOf } from '../input.ts';
+import { presentAgent } from '../present.ts';
+import { withTransaction } from '../../db/transaction.ts';
+import type { Queryable } from '../../db/pool.ts';
+import { many, one } from '../../store/query.ts';
+import { agentsSql, commandsSql } from '../../store/queries.ts';
+import type { AgentRow } from '../../store/rows.ts';
+import { stripUndefined } from './assets.ts';
+
+const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
+const Fields = {
+  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255)),
+  tools: v.pipe(v.array(Word), v.maxLength(200)),
+  capabilities: v.pipe(v.array(Word), v.maxLength(200)),
+  max_concurrent_jobs: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)),
+  labels: v.record(v.string(), v.unknown()),
+};
+const CreateAgent = v.object({
+  name: Fields.name,
+  tools: v.optional(Fields.tools, []),
+  capabilities: v.optional(Fields.capabilities, []),
+  max_concurrent_jobs: v.optional(Fields.max_concurrent_jobs, 5),
+  labels: v.optional(Fields.labels, {}),
+});
+const UpdateAgent = v.partial(CreateAgent);
+const ListQuery = v.object({
+  status: v.optional(v.picklist(['active', 'disabled', 'revoked'], 'must be active, disabled or revoked')),
+  health: v.optional(v.picklist(['unknown', 'online', 'offline'], 'must be unknown, online or offline')),
+});
+
+export function agentRoutes(deps: AppDeps) {
+  const r = new Hono<AppEnv>();
+  r.use('*', requireTenant(deps));
+
+  r.post('/', async (c) => {
+    const a = await parseBody(c, CreateAgent);
+    const secret = newSecret('sfa');
+    const row = await one<AgentRow>(deps.pool, agentsSql.InsertAgent, [
+      c.get('tenant').id, a.name, secret.hash, secret.display, dedupe(a.tools), dedupe(a.capabilities),
+      a.max_concurrent_jobs, a.labels,
+    ]);
+    return c.json({ agent: presentAgent(row!), api_key: secret.token }, 201);
+  });
+
+  r.get('/', async (c) => {
+    const page = pageOf(c);
+    const f = queryOf(c, ListQuery, ['status', 'health']);
+    const rows = await many<AgentRow & { cursor_at: string }>(deps.pool, agentsSql.ListAgents, [
+      c.get('tenant').id, page.after?.at ?? null, page.after?.id ?? null, f.status ?? null, f.health ?? null, page.limit + 1,
+    ]);
+    return c.json(pageResult(rows, page, presentAgent));
+  });
+
+  r.get('/:id', async (c) => {
+    const row = await one<AgentRow>(deps.pool, agentsSql.GetAgent, [c.get('tenant').id, pathId(c, 'id', 'agent')]);
+    if (!row) throw notFound('agent');
+    return c.json(presentAgent(row));
+  });
+
+  r.put('/:id', async (c) => {
+    const id = pathId(c, 'id', 'agent');
+    const patch = await parseBody(c, UpdateAgent);
+    const tenantId = c.get('tenant').id;
+    const row = await withTransaction(deps.pool, async (tx) => {
+      const current = await one<AgentRow>(tx, agentsSql.LockAgent, [tenantId, id]);
+      if (!current) throw notFound('agent');
+      const next = parseInput(CreateAgent, {
+        name: current.name, tools: current.tools, capabilities: current.capabilities,
+        max_concurrent_jobs: current.max_concurrent_jobs, labels: current.labels, ...stripUndefined(patch),
+      });
+      await one(tx, agentsSql.UpdateAgent, [
+        tenantId, id, next.name, dedupe(next.tools), dedupe(next.capabilities), next.max_concurrent_jobs, next.labels,
+      ]);
+      return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
+    });
+    return c.json(presentAgent(row!));
+  });
+
+  const setStatus = (status: 'active' | 'disabled' | 'revoked') => async (c: Context<AppEnv>) => {
+    const id = pathId(c, 'id', 'agent');
+    const tenantId = c.get('tenant').id;
+    const row = await withTransaction(deps.pool, async (tx) => {
+      const current = await one<AgentRow>(tx, agentsSql.LockAgent, [tenantId, id]);
+      if (!current) throw notFound('agent');
+      if (current.status === 'revoked' && status !== 'revoked') throw conflict('agent_revoked', 'A revoked agent cannot be changed; register a new agent');
+      await one(tx, agentsSql.SetAgentStatus, [tenantId, id, status]);
+      // An agent that may no longer call in cannot finish its work: hand it back now
+      // rather than after the offline grace.
+      if (status !== 'active') await releaseWork(tx, id, `agent '${current.name}' was ${status}`);
+      return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
+    });
+    return c.json(presentAgent(row!));
+  };
+  r.post('/:id/activate', setStatus('active'));
+  r.post('/:id/deactivate', setStatus('disabled'));
+  r.delete('/:id', setStatus('revoked'));
+
+  r.post('/:id/regenerate-key', async (c) => {
+    const id = pathId(c, 'id', 'agent');
+    const tenantId = c.get('tenant').id;
+    const secret = newSecret('sfa');
+    const row = await withTransaction(deps.pool, async (tx) => {
+      const current = await one<AgentRow>(tx, agentsSql.LockAgent, [tenantId, id]);
+      if (!current) throw notFound('agent');
+      if (current.status === 'revoked') throw conflict('agent_revoked', 'A revoked agent cannot get a new key; register a new agent');
+      await one(tx, agentsSql.SetAgentKey, [tenantId, id, secret.hash, secret.display]);
+      return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
+    });
+    return c.json({ agent: presentAgent(row!), api_key: secret.token });
+  });
+
+  return r;
+}
+
+async function releaseWork(tx: Queryable, agentId: string, reason: string): Promise<void> {
+  await many(tx, commandsSql.FailLostAgentCommands, [agentId, reason]);
+}
+
+function dedupe(xs: string[]): string[] {
+  return [...new Set(xs)];
+}

@@ -1,0 +1,260 @@
+// Pipelines of a tenant (seed 001 "Pipeline Templates"): versioned documents, their step
+// sub-resources, clone, and the run trigger. Every change makes a new version; runs keep
+// the version they started with.
+import { Hono, type Context } from 'hono';
+import * as v from 'valibot';
+import type { AppDeps } from '../app.ts';
+import { requireTenant, type AppEnv } from '../auth.ts';
+import { conflict, invalid, notFound } from '../errors.ts';
+import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, UUID } from '../input.ts';
+import { presentPipeline, presentRun, presentStep } from '../present.ts';
+import { withTransaction } from '../../db/transaction.ts';
+import type { Queryable } from '../../db/pool.ts';
+import { many, one } from '../../store/query.ts';
+import { assetsSql, pipelinesSql, runsSql } from '../../store/queries.ts';
+import type { AssetRow, PipelineRow, PipelineStepRow, RunRow } from '../../store/rows.ts';
+import { bumpPipeline, createPipeline, stepsOfPipelines, versionSteps } from '../../store/pipelines.ts';
+import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
+import { assetSnapshot } from '../../domain/assets.ts';
+import type { Problem } from '../../domain/problems.ts';
+
+const CloneBody = v.object({ name: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255))) });
+const ReorderBody = v.object({ order: v.pipe(v.array(v.string()), v.minLength(1, 'must list the step keys')) });
+const RunBody = v.object({
+  asset_id: v.optional(v.nullable(v.pipe(v.string(), v.regex(UUID, 'must be a UUID')))),
+  context: v.optional(v.record(v.string(), v.unknown()), {}),
+  triggered_by: v.optional(v.pipe(v.string(), v.maxLength(255))),
+});
+const VersionQuery = v.object({
+  version: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a version number'), v.transform(Number), v.minValue(1))),
+});
+
+function rejectDocument(problems: Problem[]): never {
+  throw invalid(problems, 'The pipeline is invalid');
+}
+
+/** The document of a pipeline version, in the form clients send (for step sub-resource edits). */
+function documentOf(p: PipelineRow, steps: PipelineStepRow[]): Record<string, unknown> & { steps: Record<string, unknown>[] } {
+  return {
+    name: p.name, description: p.description, tags: p.tags, triggers: p.triggers, settings: p.settings,
+    steps: steps.map((s) => {
+      const { timeout_seconds: _t, step_key: _k, ...doc } = presentStep(s);
+      return doc;
+    }),
+  };
+}
+
+function nameTaken(err: unknown): boolean {
+  return (err as { code?: string; constraint?: string }).code === '23505' &&
+    (err as { constraint?: string }).constraint === 'pipeline_templates_name_key';
+}
+
+async function lockPipeline(tx: Queryable, tenantId: string, id: string): Promise<PipelineRow> {
+  const row = await one<PipelineRow>(tx, pipelinesSql.LockPipeline, [tenantId, id]);
+  if (!row) throw notFound('pipeline');
+  return row;
+}
+
+export function pipelineRoutes(deps: AppDeps) {
+  const r = new Hono<AppEnv>();
+  r.use('*', requireTenant(deps));
+
+  const respond = async (db: Queryable, p: PipelineRow) => presentPipeline(p, await versionSteps(db, p.id, p.version));
+
+  /** Validates doc and saves it as the pipeline's next version (the caller checked the lock). */
+  const saveVersion = async (tx: Queryable, tenantId: string, id: string, doc: unknown) => {
+    const checked = validatePipeline(doc);
+    if (!checked.ok) rejectDocument(checked.problems);
+    try {
+      return await bumpPipeline(tx, tenantId, id, checked.value);
+    } catch (err) {
+      if (nameTaken(err)) throw conflict('name_taken', `A pipeline named '${checked.value.name}' already exists`);
+      throw err;
+    }
+  };
+
+  r.post('/', async (c) => {
+    const checked = validatePipeline(await readJson(c));
+    if (!checked.ok) rejectDocument(checked.problems);
+    const tenantId = c.get('tenant').id;
+    const body = await withTransaction(deps.pool, async (tx) => {
+      try {
+        return await respond(tx, await createPipeline(tx, tenantId, checked.value));
+      } catch (err) {
+        if (nameTaken(err)) throw conflict('name_taken', `A pipeline named '${checked.value.name}' already exists`);
+        throw err;
+      }
+    });
+    return c.json(body, 201);
+  });
+
+  r.get('/', async (c) => {
+    const page = pageOf(c);
+    const rows = await many<PipelineRow & { cursor_at: string }>(deps.pool, pipelinesSql.ListPipelines, [
+      c.get('tenant').id, page.after?.at ?? null, page.after?.id ?? null, page.limit + 1,
+    ]);
+    const steps = await stepsOfPipelines(deps.pool, rows.slice(0, page.limit));
+    return c.json(pageResult(rows, page, (p) => presentPipeline(p, steps.get(p.id) ?? [])));
+  });
+
+  r.get('/:id', async (c) => {
+    const id = pathId(c, 'id', 'pipeline');
+    const tenantId = c.get('tenant').id;
+    const { version } = parseInput(VersionQuery, { version: c.req.query('version') });
+    const p = await one<PipelineRow>(deps.pool, pipelinesSql.GetPipeline, [tenantId, id]);
+    if (!p) throw notFound('pipeline');
+    if (version === undefined || version === p.version) return c.json(await respond(deps.pool, p));
+    const old = await one<PipelineRow & { version: number }>(deps.pool, pipelinesSql.GetPipelineVersion, [tenantId, id, version]);
+    if (!old) throw notFound('pipeline version');
+    return c.json(presentPipeline(p, await versionSteps(deps.pool, id, version), old));
+  });
+
+  r.put('/:id', async (c) => {
+    const id = pathId(c, 'id', 'pipeline');
+    const tenantId = c.get('tenant').id;
+    const doc = await readJson(c);
+    const body = await withTransaction(deps.pool, async (tx) => {
+      await lockPipeline(tx, tenantId, id);
+      return respond(tx, await saveVersion(tx, tenantId, id, doc));
+    });
+    return c.json(body);
+  });
+
+  r.delete('/:id', async (c) => {
+    const row = await one(deps.pool, pipelinesSql.SoftDeletePipeline, [c.get('tenant').id, pathId(c, 'id', 'pipeline')]);
+    if (!row) throw notFound('pipeline');
+    return c.body(null, 204);
+  });
+
+  r.post('/:id/clone', async (c) => {
+    const id = pathId(c, 'id', 'pipeline');
+    const tenantId = c.get('tenant').id;
+    const { name } = await parseBody(c, CloneBody);
+    const body = await withTransaction(deps.pool, async (tx) => {
+      const source = await one<PipelineRow>(tx, pipelinesSql.GetPipeline, [tenantId, id]);
+      if (!source) throw notFound('pipeline');
+      const doc = documentOf(source, await versionSteps(tx, id, source.version));
+      const candidates = name ? [name] : Array.from({ length: 50 }, (_, i) => `${source.name} (copy${i ? ` ${i + 1}` : ''})`);
+      for (const candidate of candidates) {
+        const checked = validatePipeline({ ...doc, name: candidate });
+        if (!checked.ok) rejectDocument(checked.problems);
+        await tx.query('SAVEPOINT clone');
+        try {
+          const created = await createPipeline(tx, tenantId, checked.value);
+          await tx.query('RELEASE SAVEPOINT clone');
+          return respond(tx, created);
+        } catch (err) {
+          await tx.query('ROLLBACK TO SAVEPOINT clone');
+          if (!nameTaken(err)) throw err;
+        }
+      }
+      throw conflict('name_taken', `A pipeline named '${candidates[0]}' already exists`);
+    });
+    return c.json(body, 201);
+  });
+
+  // Step sub-resources: each change is a new version of the whole document, validated as one.
+  r.get('/:id/steps', async (c) => {
+    const p = await one<PipelineRow>(deps.pool, pipelinesSql.GetPipeline, [c.get('tenant').id, pathId(c, 'id', 'pipeline')]);
+    if (!p) throw notFound('pipeline');
+    const steps = await versionSteps(deps.pool, p.id, p.version);
+    return c.json({ items: steps.map(presentStep), next_cursor: null, pipeline_version: p.version });
+  });
+
+  const editSteps = (
+    edit: (steps: Record<string, unknown>[], c: Context<AppEnv>, body: unknown) => { steps: Record<string, unknown>[]; focus: string | null },
+    status: 200 | 201,
+  ) => async (c: Context<AppEnv>) => {
+    const id = pathId(c, 'id', 'pipeline');
+    const tenantId = c.get('tenant').id;
+    const input = await readJson(c);
+    const result = await withTransaction(deps.pool, async (tx) => {
+      const p = await lockPipeline(tx, tenantId, id);
+      const doc = documentOf(p, await versionSteps(tx, id, p.version));
+      const { steps, focus } = edit(doc.steps, c, input);
+      const saved = await saveVersion(tx, tenantId, id, { ...doc, steps });
+      const savedSteps = await versionSteps(tx, id, saved.version);
+      return { saved, savedSteps, focus };
+    });
+    if (result.focus === null) return c.json(presentPipeline(result.saved, result.savedSteps), status);
+    const step = result.savedSteps.find((s) => s.step_key === result.focus)!;
+    return c.json({ ...presentStep(step), pipeline_version: result.saved.version }, status);
+  };
+
+  const stepInput = (body: unknown): Record<string, unknown> => {
+    const checked = validateStep(body);
+    if (!checked.ok) throw invalid(checked.problems, 'The step is invalid');
+    return checked.value;
+  };
+
+  r.post('/:id/steps', editSteps((steps, _c, body) => {
+    const step = stepInput(body);
+    const key = (step.id ?? step.step_key) as string | undefined;
+    if (!key) throw invalid([{ path: 'id', message: 'a step needs an id (or step_key)' }], 'The step is invalid');
+    if (steps.some((s) => s.id === key)) throw conflict('step_exists', `The pipeline already has a step '${key}'`);
+    const order = step.order ?? Math.max(0, ...steps.map((s) => Number(s.order))) + 1;
+    return { steps: [...steps, { ...step, id: key, step_key: key, order }], focus: key as string };
+  }, 201));
+
+  r.put('/:id/steps/:stepKey', editSteps((steps, c, body) => {
+    const key = c.req.param('stepKey')!;
+    const step = stepInput(body);
+    const given = (step.id ?? step.step_key) as string | undefined;
+    if (given !== undefined && given !== key) {
+      throw invalid([{ path: step.id !== undefined ? 'id' : 'step_key', message: `must be '${key}' (a step key cannot be changed)` }]);
+    }
+    const index = steps.findIndex((s) => s.id === key);
+    if (index < 0) throw notFound('step');
+    const next = [...steps];
+    // PUT merges: fields left out keep their value.
+    next[index] = { ...steps[index], ...step, id: key, step_key: key };
+    if ('timeout_seconds' in step && !('timeout' in step)) delete next[index].timeout;
+    return { steps: next, focus: key };
+  }, 200));
+
+  r.delete('/:id/steps/:stepKey', editSteps((steps, c) => {
+    const key = c.req.param('stepKey')!;
+    if (!steps.some((s) => s.id === key)) throw notFound('step');
+    const users = steps.filter((s) => Array.isArray(s.depends_on) && (s.depends_on as string[]).includes(key)).map((s) => s.id);
+    if (users.length > 0) throw conflict('step_in_use', `Step '${key}' is a dependency of ${users.map((u) => `'${u}'`).join(', ')}`);
+    if (steps.length === 1) throw conflict('last_step', 'A pipeline needs at least one step; delete the pipeline instead');
+    return { steps: steps.filter((s) => s.id !== key), focus: null };
+  }, 200));
+
+  r.post('/:id/steps/reorder', editSteps((steps, _c, body) => {
+    const { order } = parseInput(ReorderBody, body);
+    const keys = steps.map((s) => s.id as string);
+    const problems: Problem[] = [];
+    order.forEach((k, i) => {
+      if (!keys.includes(k)) problems.push({ path: `order[${i}]`, message: `unknown step '${k}'` });
+      else if (order.indexOf(k) !== i) problems.push({ path: `order[${i}]`, message: `step '${k}' is listed twice` });
+    });
+    const missing = keys.filter((k) => !order.includes(k));
+    if (missing.length) problems.push({ path: 'order', message: `must list every step; missing ${missing.map((m) => `'${m}'`).join(', ')}` });
+    if (problems.length) throw invalid(problems);
+    return { steps: steps.map((s) => ({ ...s, order: order.indexOf(s.id as string) + 1 })), focus: null };
+  }, 200));
+
+  r.post('/:id/run', async (c) => {
+    const id = pathId(c, 'id', 'pipeline');
+    const tenantId = c.get('tenant').id;
+    const body = await parseBody(c, RunBody);
+    const run = await withTransaction(deps.pool, async (tx) => {
+      let target: Record<string, unknown> = {};
+      if (body.asset_id) {
+        const asset = await one<AssetRow>(tx, assetsSql.GetAsset, [tenantId, body.asset_id]);
+        if (!asset) throw invalid([{ path: 'asset_id', message: 'unknown asset' }]);
+        target = assetSnapshot(asset);
+      }
+      const row = await one<RunRow>(tx, runsSql.InsertRun, [
+        tenantId, id, body.asset_id ?? null, null, 'manual', body.triggered_by ?? 'api', body.context, target,
+      ]);
+      if (!row) throw notFound('pipeline');
+      return row;
+    });
+    return c.json(presentRun(run), 201);
+  });
+
+  return r;
+}
+

@@ -1,0 +1,193 @@
+// The decisions of one advance of a run, as a pure function of the run's step states:
+// apply finished commands (complete, retry or fail), fail fast, start due retries, skip
+// or ready pending steps whose dependencies are done, dispatch ready steps into free
+// slots, and finish the run when every step is terminal. The caller applies the actions
+// in order, in one transaction, holding the run's lock.
+import { assetScope, evaluateCondition, type Condition, type StepResult } from './conditions.ts';
+
+export const TERMINAL_STEP = new Set(['completed', 'failed', 'skipped', 'cancelled', 'timeout']);
+export const UNSUCCESSFUL_STEP = new Set(['failed', 'timeout', 'cancelled']);
+export const TERMINAL_RUN = new Set(['completed', 'failed', 'cancelled', 'timeout']);
+
+export type StepState = {
+  id: string;
+  step_key: string;
+  step_order: number;
+  status: string;
+  depends_on: string[];
+  condition: Condition | null;
+  condition_evaluated: boolean;
+  condition_result: boolean | null;
+  attempt: number;
+  max_attempts: number;
+  retry_at: Date | null;
+  retry_delay_seconds: number;
+  command_id: string | null;
+  command_status: string | null;
+  command_result: Record<string, unknown> | null;
+  command_error_code: string | null;
+  command_error_message: string | null;
+  command_agent_id: string | null;
+  findings_count: number;
+  output: Record<string, unknown>;
+  error_message: string | null;
+};
+
+export type Action =
+  | { kind: 'complete'; stepId: string; commandId: string; findingsCount: number; output: Record<string, unknown>; agentId: string | null }
+  | { kind: 'retry'; stepId: string; commandId: string; errorCode: string; errorMessage: string; delaySeconds: number }
+  | { kind: 'fail'; stepId: string; commandId: string; status: 'failed' | 'timeout' | 'cancelled'; errorCode: string; errorMessage: string }
+  | { kind: 'skip'; stepId: string; conditionEvaluated: boolean; conditionResult: boolean | null; reason: string }
+  | { kind: 'condition_met'; stepId: string }
+  | { kind: 'dispatch'; stepId: string; stepKey: string; attempt: number; steps: Record<string, StepResult> }
+  | { kind: 'fail_fast'; errorMessage: string }
+  | { kind: 'finish'; status: 'completed' | 'failed'; errorMessage: string | null };
+
+export type AdvanceInput = {
+  settings: { max_parallel_steps?: number; fail_fast?: boolean };
+  target: Record<string, unknown>;
+  context: Record<string, unknown>;
+  steps: StepState[];
+  now: Date;
+};
+
+const ERROR_FOR_COMMAND: Record<string, { status: 'failed' | 'timeout' | 'cancelled'; code: string; message: string }> = {
+  failed: { status: 'failed', code: 'agent_error', message: 'the agent reported a failure' },
+  expired: { status: 'timeout', code: 'step_timeout', message: 'the command expired' },
+  cancelled: { status: 'cancelled', code: 'cancelled', message: 'the command was cancelled' },
+};
+
+export function planAdvance(input: AdvanceInput): Action[] {
+  const actions: Action[] = [];
+  // Working copies: decisions below see the effect of earlier ones.
+  const steps = input.steps.map((s) => ({ ...s }));
+  const byKey = new Map(steps.map((s) => [s.step_key, s]));
+
+  // 1. Finished commands of active steps.
+  for (const s of steps) {
+    if ((s.status !== 'queued' && s.status !== 'running') || s.retry_at !== null || !s.command_id) continue;
+    if (s.command_status === 'completed') {
+      const result = s.command_result ?? {};
+      s.status = 'completed';
+      s.findings_count = toCount(result.findings_count);
+      s.output = toObject(result.output);
+      actions.push({
+        kind: 'complete', stepId: s.id, commandId: s.command_id, findingsCount: s.findings_count,
+        output: s.output, agentId: s.command_agent_id,
+      });
+    } else if (s.command_status && s.command_status in ERROR_FOR_COMMAND) {
+      const fallback = ERROR_FOR_COMMAND[s.command_status];
+      const errorCode = s.command_error_code ?? fallback.code;
+      const errorMessage = s.command_error_message ?? fallback.message;
+      if (fallback.status !== 'cancelled' && s.attempt < s.max_attempts) {
+        s.retry_at = new Date(input.now.getTime() + s.retry_delay_seconds * 1000);
+        actions.push({ kind: 'retry', stepId: s.id, commandId: s.command_id, errorCode, errorMessage, delaySeconds: s.retry_delay_seconds });
+      } else {
+        s.status = fallback.status;
+        s.error_message = errorMessage;
+        actions.push({ kind: 'fail', stepId: s.id, commandId: s.command_id, status: fallback.status, errorCode, errorMessage });
+      }
+    }
+  }
+
+  // 2. Fail fast: the first final failure ends the run; the caller cancels the rest.
+  if (input.settings.fail_fast) {
+    const failed = steps.find((s) => s.status === 'failed' || s.status === 'timeout');
+    if (failed && steps.some((s) => !TERMINAL_STEP.has(s.status))) {
+      actions.push({ kind: 'fail_fast', errorMessage: `${describeFailure(failed)} (fail_fast)` });
+      return actions;
+    }
+  }
+
+  // 3. Retries whose delay has passed get their new command.
+  for (const s of steps) {
+    if (s.status === 'queued' && s.retry_at !== null && s.retry_at.getTime() <= input.now.getTime()) {
+      s.attempt += 1;
+      s.retry_at = null;
+      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+    }
+  }
+
+  // 4. Pending steps whose dependencies are all terminal: skip them (upstream failure or
+  // a false condition) or mark them ready. A skip can make further steps ready.
+  const asset = assetScope(input.target);
+  const ready: typeof steps = [];
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const s of steps) {
+      if (s.status !== 'pending' || ready.includes(s)) continue;
+      const deps = s.depends_on.map((k) => byKey.get(k)).filter((d) => d !== undefined);
+      if (deps.some((d) => !TERMINAL_STEP.has(d.status))) continue;
+      const broken = deps.find((d) => UNSUCCESSFUL_STEP.has(d.status));
+      if (broken) {
+        s.status = 'skipped';
+        actions.push({
+          kind: 'skip', stepId: s.id, conditionEvaluated: false, conditionResult: null,
+          reason: `Upstream step '${broken.step_key}' ${pastTense(broken.status)}`,
+        });
+        changed = true;
+        continue;
+      }
+      if (!s.condition_evaluated) {
+        const outcome = evaluateCondition(s.condition, { asset, steps: resultsOf(steps), context: input.context });
+        s.condition_evaluated = true;
+        s.condition_result = outcome.result;
+        if (!outcome.result) {
+          s.status = 'skipped';
+          actions.push({ kind: 'skip', stepId: s.id, conditionEvaluated: true, conditionResult: false, reason: outcome.reason });
+          changed = true;
+          continue;
+        }
+        actions.push({ kind: 'condition_met', stepId: s.id });
+      }
+      ready.push(s);
+    }
+  }
+
+  // 5. Ready steps take the free slots, lowest order first.
+  const active = steps.filter((s) => s.status === 'queued' || s.status === 'running').length;
+  const limit = input.settings.max_parallel_steps ?? Number.POSITIVE_INFINITY;
+  const slots = Math.max(0, limit - active);
+  ready.sort((a, b) => a.step_order - b.step_order || a.step_key.localeCompare(b.step_key));
+  for (const s of ready.slice(0, slots)) {
+    s.status = 'queued';
+    s.attempt += 1;
+    actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+  }
+
+  // 6. Every step terminal: the run is over. It succeeds only if no step failed, timed out
+  // or was cancelled.
+  if (steps.every((s) => TERMINAL_STEP.has(s.status))) {
+    const broken = steps.find((s) => UNSUCCESSFUL_STEP.has(s.status));
+    actions.push(
+      broken
+        ? { kind: 'finish', status: 'failed', errorMessage: describeFailure(broken) }
+        : { kind: 'finish', status: 'completed', errorMessage: null },
+    );
+  }
+  return actions;
+}
+
+function describeFailure(s: { step_key: string; status: string; error_message: string | null }): string {
+  const what = `Step '${s.step_key}' ${pastTense(s.status)}`;
+  return s.error_message ? `${what}: ${s.error_message}` : what;
+}
+
+function pastTense(status: string): string {
+  return status === 'timeout' ? 'timed out' : status === 'cancelled' ? 'was cancelled' : status;
+}
+
+function resultsOf(steps: StepState[]): Record<string, StepResult> {
+  const out: Record<string, StepResult> = {};
+  for (const s of steps) out[s.step_key] = { status: s.status, findings_count: s.findings_count, output: s.output };
+  return out;
+}
+
+function toCount(value: unknown): number {
+  const n = typeof value === 'string' ? Number(value) : value;
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 2_147_483_647) : 0;
+}
+
+function toObject(value: unknown): Record<string, unknown> {
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}

@@ -1,0 +1,192 @@
+// Run progression with I/O. Every function takes the transaction first and expects the
+// caller to hold (or take, through lockRun) the run's row lock, which serializes all
+// changes to one run's progression across any number of processes.
+import type { Queryable } from '../db/pool.ts';
+import { many, one, exec } from '../store/query.ts';
+import { commandsSql, runsSql, stepRunsSql } from '../store/queries.ts';
+import type { RunRow, StepRunRow } from '../store/rows.ts';
+import { planAdvance, TERMINAL_RUN, TERMINAL_STEP, UNSUCCESSFUL_STEP, type StepState } from '../domain/progression.ts';
+import type { Condition } from '../domain/conditions.ts';
+import { parseDuration } from '../domain/durations.ts';
+import type { OrchestrationConfig } from '../config.ts';
+
+type AdvanceRow = StepRunRow & {
+  condition: Condition | null;
+  tool: string | null;
+  capabilities: string[];
+  config: Record<string, unknown>;
+  timeout_seconds: number;
+  retry_delay_seconds: number;
+  max_retries: number;
+  command_status: string | null;
+  command_result: Record<string, unknown> | null;
+  command_error_code: string | null;
+  command_error_message: string | null;
+  command_agent_id: string | null;
+};
+
+export function lockRun(tx: Queryable, runId: string): Promise<(RunRow & { db_now: Date }) | null> {
+  return one<RunRow & { db_now: Date }>(tx, runsSql.LockRun, [runId]);
+}
+
+/**
+ * Moves a run forward as far as it can go now. Idempotent: running it again with nothing
+ * new changes nothing.
+ */
+export async function advanceRun(tx: Queryable, runId: string, orchestration: OrchestrationConfig): Promise<void> {
+  const run = await lockRun(tx, runId);
+  if (!run || TERMINAL_RUN.has(run.status)) return;
+  if (run.status === 'pending') await exec(tx, runsSql.StartRun, [run.id]);
+
+  const rows = await many<AdvanceRow>(tx, stepRunsSql.StepRunsForAdvance, [run.id]);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const actions = planAdvance({
+    settings: run.settings as { max_parallel_steps?: number; fail_fast?: boolean },
+    target: run.target,
+    context: run.context,
+    steps: rows.map(toStepState),
+    now: run.db_now,
+  });
+
+  let changed = run.status === 'pending';
+  for (const action of actions) {
+    changed = true;
+    switch (action.kind) {
+      case 'complete':
+        await exec(tx, stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId]);
+        break;
+      case 'retry':
+        await exec(tx, stepRunsSql.ScheduleStepRetry, [
+          action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds,
+        ]);
+        break;
+      case 'fail':
+        await exec(tx, stepRunsSql.FailStep, [action.stepId, action.commandId, action.status, action.errorCode, action.errorMessage]);
+        break;
+      case 'skip':
+        await exec(tx, stepRunsSql.SkipStep, [action.stepId, action.conditionEvaluated, action.conditionResult, action.reason]);
+        break;
+      case 'condition_met':
+        await exec(tx, stepRunsSql.RecordConditionMet, [action.stepId]);
+        break;
+      case 'dispatch': {
+        const step = byId.get(action.stepId)!;
+        await dispatchStep(tx, run, step, action.attempt, action.steps, orchestration);
+        break;
+      }
+      case 'fail_fast':
+        await cancelUnfinished(tx, run.id, 'cancelled by fail_fast after a step failed');
+        await one(tx, runsSql.FinishRun, [run.id, 'failed', action.errorMessage]);
+        return;
+      case 'finish':
+        await one(tx, runsSql.FinishRun, [run.id, action.status, action.errorMessage]);
+        return;
+    }
+  }
+  if (changed) await exec(tx, runsSql.RefreshRunCounters, [run.id]);
+}
+
+async function dispatchStep(
+  tx: Queryable,
+  run: RunRow,
+  step: AdvanceRow,
+  attempt: number,
+  steps: Record<string, unknown>,
+  orchestration: OrchestrationConfig,
+): Promise<void> {
+  const queueTimeout = parseDuration(run.settings.queue_timeout) ?? orchestration.queueTimeoutSeconds;
+  const payload = {
+    pipeline_run_id: run.id,
+    step_run_id: step.id,
+    step_key: step.step_key,
+    step_id: step.step_key, // seed 001's name for the step key
+    step_name: step.name,
+    tool: step.tool,
+    capabilities: step.capabilities,
+    step_config: { ...(step.tool ? { tool: step.tool } : {}), ...step.config },
+    timeout_seconds: step.timeout_seconds,
+    attempt,
+    max_attempts: step.max_attempts,
+    target: run.target,
+    context: run.context,
+    steps,
+  };
+  await one(tx, commandsSql.DispatchStep, [
+    run.tenant_id, run.id, step.id, attempt, priorityOf(run), step.tool, step.capabilities, step.timeout_seconds,
+    queueTimeout, payload,
+  ]);
+}
+
+function priorityOf(run: RunRow): string {
+  const p = run.settings.priority;
+  return p === 'low' || p === 'high' || p === 'critical' ? p : 'normal';
+}
+
+/** Cancels every unfinished step of a run and its in-flight commands (commands first: lock order). */
+export async function cancelUnfinished(tx: Queryable, runId: string, reason: string): Promise<void> {
+  await many(tx, commandsSql.CancelRunCommands, [runId, reason]);
+  await many(tx, stepRunsSql.CancelRunSteps, [runId, reason]);
+}
+
+/** Cancels a run (the API's cancel; issue-3 run timeouts end a run the same way with 'timeout'). */
+export async function cancelRun(
+  tx: Queryable,
+  run: RunRow,
+  status: 'cancelled' | 'timeout',
+  reason: string,
+): Promise<RunRow | null> {
+  if (TERMINAL_RUN.has(run.status)) return null;
+  await cancelUnfinished(tx, run.id, reason);
+  return one<RunRow>(tx, runsSql.FinishRun, [run.id, status, reason]);
+}
+
+/**
+ * A manual retry of a finished, unsuccessful run: failed, timed-out and cancelled steps,
+ * and every step downstream of them that did not complete, start over.
+ * Returns null when there is nothing to retry.
+ */
+export async function retryRun(tx: Queryable, run: RunRow): Promise<RunRow | null> {
+  if (run.status !== 'failed' && run.status !== 'cancelled' && run.status !== 'timeout') return null;
+  const steps = await many<StepRunRow>(tx, stepRunsSql.ListStepRuns, [run.tenant_id, run.id]);
+  const reset = new Set(steps.filter((s) => UNSUCCESSFUL_STEP.has(s.status)).map((s) => s.step_key));
+  if (reset.size === 0) return null;
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const s of steps) {
+      if (reset.has(s.step_key) || s.status === 'completed') continue;
+      if (s.depends_on.some((d) => reset.has(d)) || !TERMINAL_STEP.has(s.status)) {
+        reset.add(s.step_key);
+        grew = true;
+      }
+    }
+  }
+  const ids = steps.filter((s) => reset.has(s.step_key)).map((s) => s.id);
+  await exec(tx, stepRunsSql.ResetStepsForRetry, [run.id, ids]);
+  return one<RunRow>(tx, runsSql.ReopenRun, [run.id]);
+}
+
+function toStepState(r: AdvanceRow): StepState {
+  return {
+    id: r.id,
+    step_key: r.step_key,
+    step_order: r.step_order,
+    status: r.status,
+    depends_on: r.depends_on,
+    condition: r.condition,
+    condition_evaluated: r.condition_evaluated,
+    condition_result: r.condition_result,
+    attempt: r.attempt,
+    max_attempts: r.max_attempts,
+    retry_at: r.retry_at,
+    retry_delay_seconds: r.retry_delay_seconds,
+    command_id: r.command_id,
+    command_status: r.command_status,
+    command_result: r.command_result,
+    command_error_code: r.command_error_code,
+    command_error_message: r.command_error_message,
+    command_agent_id: r.command_agent_id,
+    findings_count: r.findings_count,
+    output: r.output,
+    error_message: r.error_message,
+  };
+}

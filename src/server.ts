@@ -1,0 +1,113 @@
+// Starting and stopping the orchestrator: database (embedded or DATABASE_URL), migrations,
+// admin credential, worker, LISTEN connection and HTTP server. Used by main.ts and by the
+// benchmark, which drives the real server.
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import pino, { type Logger } from 'pino';
+import type pg from 'pg';
+import type { Runner } from 'graphile-worker';
+import type { Config } from './config.ts';
+import { createPool } from './db/pool.ts';
+import { migrate } from './db/migrate.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { startWorker } from './worker.ts';
+import { createApp } from './api/app.ts';
+import { CommandSignals } from './api/signals.ts';
+import { hashToken, newSecret } from './api/auth.ts';
+import { one } from './store/query.ts';
+import { tenantsSql } from './store/queries.ts';
+
+export type Orchestrator = {
+  url: string;
+  databaseUrl: string;
+  pool: pg.Pool;
+  logger: Logger;
+  /** Set when this start generated the admin token (shown once). */
+  generatedAdminToken: string | null;
+  stop: () => Promise<void>;
+};
+
+const ADMIN_TOKEN_SETTING = 'admin_token_sha256';
+
+/**
+ * The admin credential: ADMIN_TOKEN when given (never printed); otherwise the one stored
+ * in the database, generated on the first start and returned once so it can be shown.
+ */
+async function adminCredential(pool: pg.Pool, given: string | undefined): Promise<{ hash: Buffer; generated: string | null }> {
+  if (given) return { hash: hashToken(given), generated: null };
+  const secret = newSecret('sfadm');
+  const stored = await one<{ value: string }>(pool, tenantsSql.InsertSettingIfAbsent, [ADMIN_TOKEN_SETTING, JSON.stringify(secret.hash.toString('hex'))]);
+  if (stored) return { hash: secret.hash, generated: secret.token };
+  const existing = await one<{ value: string }>(pool, tenantsSql.GetSetting, [ADMIN_TOKEN_SETTING]);
+  return { hash: Buffer.from(existing!.value, 'hex'), generated: null };
+}
+
+export async function startOrchestrator(config: Config, logger: Logger = pino({ level: config.logLevel })): Promise<Orchestrator> {
+  let embedded: EmbeddedDatabase | null = null;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.dataDir,
+      port: config.embeddedPgPort,
+      database: 'scanflow',
+      onLog: (m) => logger.debug({ component: 'postgres' }, m.trim()),
+    });
+    databaseUrl = embedded.url;
+    logger.info({ dataDir: config.dataDir, port: config.embeddedPgPort }, 'embedded PostgreSQL started');
+  }
+
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((err) => logger.error({ err }, 'error while stopping'));
+    stops.length = 0;
+  };
+  if (embedded) stops.push(embedded.stop);
+
+  try {
+    await migrate(databaseUrl, { info: (m) => logger.info(m) });
+    const pool = createPool(databaseUrl, 20);
+    stops.push(() => pool.end());
+    const admin = await adminCredential(pool, config.adminToken);
+
+    let worker: Runner | null = null;
+    if (config.role !== 'api') {
+      const workerPool = createPool(databaseUrl, config.workerConcurrency + 2);
+      stops.push(() => workerPool.end());
+      worker = await startWorker({ pgPool: workerPool, concurrency: config.workerConcurrency, orchestration: config.orchestration, logger });
+      stops.push(() => worker!.stop());
+    }
+
+    let url = '';
+    if (config.role !== 'worker') {
+      const signals = new CommandSignals(databaseUrl, logger.child({ component: 'signals' }));
+      await signals.start();
+      const app = createApp({ pool, orchestration: config.orchestration, signals, adminTokenHash: () => admin.hash, logger });
+      const server = await new Promise<ServerType>((resolve) => {
+        const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+      });
+      const address = server.address() as AddressInfo;
+      url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${address.port}`;
+      // Stop order on shutdown: stop accepting, wake long polls (they answer at once),
+      // let in-flight requests finish, then the worker finishes its jobs, then connections.
+      stops.push(async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await signals.stop();
+        (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+        await closed;
+      });
+    }
+
+    return {
+      url,
+      databaseUrl,
+      pool,
+      logger,
+      generatedAdminToken: admin.generated,
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+

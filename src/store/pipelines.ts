@@ -1,0 +1,47 @@
+// Reading and writing pipeline versions.
+import type { Queryable } from '../db/pool.ts';
+import { many, one } from './query.ts';
+import { pipelinesSql } from './queries.ts';
+import type { PipelineRow, PipelineStepRow } from './rows.ts';
+import type { PipelineDoc } from '../domain/pipeline.ts';
+
+export type PipelineVersionRow = PipelineRow & { version: number };
+
+/** Records a version of a pipeline with its steps. */
+export async function insertVersion(tx: Queryable, tenantId: string, pipelineId: string, version: number, doc: PipelineDoc): Promise<void> {
+  await many(tx, pipelinesSql.InsertPipelineVersion, [
+    tenantId, pipelineId, version, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags,
+    JSON.stringify(doc.steps.map((s) => ({ ...s, order: s.order }))),
+  ]);
+}
+
+export async function createPipeline(tx: Queryable, tenantId: string, doc: PipelineDoc): Promise<PipelineRow> {
+  const row = (await one<PipelineRow>(tx, pipelinesSql.InsertPipeline, [
+    tenantId, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags,
+  ]))!;
+  await insertVersion(tx, tenantId, row.id, 1, doc);
+  return row;
+}
+
+/** Makes doc the next version of a pipeline the caller has locked. */
+export async function bumpPipeline(tx: Queryable, tenantId: string, id: string, doc: PipelineDoc): Promise<PipelineRow> {
+  const row = (await one<PipelineRow>(tx, pipelinesSql.BumpPipelineVersion, [
+    tenantId, id, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags,
+  ]))!;
+  await insertVersion(tx, tenantId, id, row.version, doc);
+  return row;
+}
+
+export function versionSteps(db: Queryable, pipelineId: string, version: number): Promise<PipelineStepRow[]> {
+  return many<PipelineStepRow>(db, pipelinesSql.ListVersionSteps, [pipelineId, version]);
+}
+
+/** Steps of many pipelines' current versions, grouped by pipeline id. */
+export async function stepsOfPipelines(db: Queryable, pipelines: PipelineRow[]): Promise<Map<string, PipelineStepRow[]>> {
+  const rows = await many<PipelineStepRow>(db, pipelinesSql.ListStepsOfVersions, [
+    pipelines.map((p) => p.id), pipelines.map((p) => p.version),
+  ]);
+  const out = new Map<string, PipelineStepRow[]>(pipelines.map((p) => [p.id, []]));
+  for (const s of rows) out.get(s.pipeline_id)?.push(s);
+  return out;
+}

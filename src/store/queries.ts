@@ -1,0 +1,38 @@
+// Every named query of sql/, loaded once. Callers use them through one/many/exec.
+import { loadQueries } from '../db/sql.ts';
+
+export const tenantsSql = loadQueries('tenants.sql', [
+  'InsertTenant', 'GetTenant', 'ListTenants', 'InsertApiToken', 'FindTenantByTokenHash', 'GetSetting',
+  'InsertSettingIfAbsent',
+] as const);
+
+export const assetsSql = loadQueries('assets.sql', [
+  'InsertAsset', 'GetAsset', 'LockAsset', 'ListAssets', 'UpdateAsset', 'DeleteAsset',
+] as const);
+
+export const agentsSql = loadQueries('agents.sql', [
+  'InsertAgent', 'GetAgent', 'LockAgent', 'ListAgents', 'UpdateAgent', 'SetAgentStatus', 'SetAgentKey',
+  'FindAgentByKeyHash', 'RecordHeartbeat', 'TouchAgent', 'CommandsToStop', 'LockAgentById', 'MarkAgentOffline',
+  'RearmAgentHealth', 'LockAgentForClaim',
+] as const);
+
+export const pipelinesSql = loadQueries('pipelines.sql', [
+  'InsertPipeline', 'BumpPipelineVersion', 'InsertPipelineVersion', 'GetPipeline', 'LockPipeline',
+  'GetPipelineVersion', 'ListPipelines', 'ListVersionSteps', 'ListStepsOfVersions', 'SoftDeletePipeline',
+] as const);
+
+export const runsSql = loadQueries('pipeline_runs.sql', [
+  'InsertRun', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'RefreshRunCounters', 'FinishRun',
+  'ReopenRun', 'EnqueueAdvance', 'ListRunEvents',
+] as const);
+
+export const stepRunsSql = loadQueries('step_runs.sql', [
+  'StepRunsForAdvance', 'ListStepRuns', 'GetStepRun', 'CompleteStep', 'FailStep', 'ScheduleStepRetry', 'SkipStep',
+  'RecordConditionMet', 'CancelRunSteps', 'ResetStepsForRetry',
+] as const);
+
+export const commandsSql = loadQueries('commands.sql', [
+  'DispatchStep', 'ClaimCommands', 'GetAgentCommand', 'AckCommand', 'StartCommand', 'FinishCommand', 'GetCommand',
+  'ListCommands', 'ListStepCommands', 'GetCommandById', 'LockCommand', 'ExpireCommand', 'RearmCommandExpiry', 'CancelRunCommands',
+  'FailLostAgentCommands',
+] as const);

@@ -1,0 +1,163 @@
+// Row shapes of the tables, as pg returns them (timestamps are Date).
+
+export type TenantRow = { id: string; name: string; modules: string[]; created_at: Date; updated_at: Date };
+
+export type AssetRow = {
+  id: string;
+  tenant_id: string;
+  type: string;
+  name: string;
+  value: string | null;
+  tags: string[];
+  criticality: string;
+  metadata: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type AgentRow = {
+  id: string;
+  tenant_id: string;
+  name: string;
+  api_key_prefix: string;
+  tools: string[];
+  capabilities: string[];
+  max_concurrent_jobs: number;
+  labels: Record<string, unknown>;
+  status: 'active' | 'disabled' | 'revoked';
+  health: 'unknown' | 'online' | 'offline';
+  version: string | null;
+  hostname: string | null;
+  heartbeat_data: Record<string, unknown>;
+  last_heartbeat_at: Date | null;
+  last_seen_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  active_commands?: number;
+};
+
+export type PipelineRow = {
+  id: string;
+  tenant_id: string;
+  name: string;
+  description: string | null;
+  version: number;
+  triggers: unknown[];
+  settings: Record<string, unknown>;
+  is_active: boolean;
+  tags: string[];
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type PipelineStepRow = {
+  id: string;
+  pipeline_id: string;
+  version: number;
+  step_key: string;
+  name: string;
+  step_order: number;
+  tool: string | null;
+  capabilities: string[];
+  config: Record<string, unknown>;
+  timeout_seconds: number;
+  depends_on: string[];
+  condition: Record<string, unknown> | null;
+  max_retries: number;
+  retry_delay_seconds: number;
+};
+
+export type RunStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timeout';
+
+export type RunRow = {
+  id: string;
+  tenant_id: string;
+  pipeline_id: string;
+  pipeline_version: number;
+  asset_id: string | null;
+  scan_id: string | null;
+  trigger_type: string;
+  triggered_by: string | null;
+  status: RunStatus;
+  context: Record<string, unknown>;
+  target: Record<string, unknown>;
+  settings: Record<string, unknown>;
+  total_steps: number;
+  completed_steps: number;
+  failed_steps: number;
+  skipped_steps: number;
+  total_findings: number;
+  started_at: Date | null;
+  completed_at: Date | null;
+  error_message: string | null;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type StepStatus = 'pending' | 'queued' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled' | 'timeout';
+
+export type StepRunRow = {
+  id: string;
+  tenant_id: string;
+  pipeline_run_id: string;
+  step_id: string;
+  step_key: string;
+  name: string;
+  step_order: number;
+  depends_on: string[];
+  status: StepStatus;
+  agent_id: string | null;
+  command_id: string | null;
+  condition_evaluated: boolean;
+  condition_result: boolean | null;
+  skip_reason: string | null;
+  findings_count: number;
+  output: Record<string, unknown>;
+  attempt: number;
+  max_attempts: number;
+  retry_at: Date | null;
+  queued_at: Date | null;
+  started_at: Date | null;
+  completed_at: Date | null;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type CommandStatus = 'pending' | 'acknowledged' | 'running' | 'completed' | 'failed' | 'cancelled' | 'expired';
+
+export type CommandRow = {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  pipeline_run_id: string | null;
+  step_run_id: string | null;
+  attempt: number;
+  type: string;
+  priority: string;
+  status: CommandStatus;
+  tool: string | null;
+  capabilities: string[];
+  timeout_seconds: number;
+  payload: Record<string, unknown>;
+  result: Record<string, unknown> | null;
+  error_code: string | null;
+  error_message: string | null;
+  claimed_at: Date | null;
+  claim_expires_at: Date | null;
+  acknowledged_at: Date | null;
+  started_at: Date | null;
+  completed_at: Date | null;
+  expires_at: Date;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type EventRow = {
+  id: number;
+  type: string;
+  step_run_id: string | null;
+  data: Record<string, unknown>;
+  created_at: Date;
+};

@@ -1,0 +1,50 @@
+// The graphile-worker runner. Tasks are the files of tasks/: the file name is the task
+// identifier and the default export builds the task from its dependencies.
+import { readdir } from 'node:fs/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { run, Logger, type Runner, type Task, type TaskList } from 'graphile-worker';
+import type pg from 'pg';
+import type { Logger as Pino } from 'pino';
+import type { OrchestrationConfig } from './config.ts';
+
+export type TaskDeps = { orchestration: OrchestrationConfig };
+
+const tasksDir = fileURLToPath(new URL('../tasks/', import.meta.url));
+
+export async function loadTasks(deps: TaskDeps): Promise<TaskList> {
+  const tasks: TaskList = {};
+  for (const file of (await readdir(tasksDir)).sort()) {
+    if (!file.endsWith('.ts')) continue;
+    const mod = (await import(pathToFileURL(tasksDir + file).href)) as { default: (d: TaskDeps) => Task };
+    tasks[file.slice(0, -3)] = mod.default(deps);
+  }
+  return tasks;
+}
+
+export function workerLogger(log: Pino): Logger {
+  return new Logger((scope) => (level, message, meta) => {
+    const l = level === 'warning' ? 'warn' : level;
+    (log[l as 'info'] ?? log.info).call(log, { ...scope, ...meta }, message);
+  });
+}
+
+export type WorkerOptions = {
+  pgPool: pg.Pool;
+  concurrency: number;
+  orchestration: OrchestrationConfig;
+  logger: Pino;
+};
+
+export async function startWorker(opts: WorkerOptions): Promise<Runner> {
+  return run({
+    pgPool: opts.pgPool,
+    concurrency: opts.concurrency,
+    noHandleSignals: true,
+    // Jobs arrive by NOTIFY; polling only catches jobs whose run_at arrives (deadlines,
+    // retry delays), so a short interval keeps those timers punctual.
+    pollInterval: 500,
+    logger: workerLogger(opts.logger.child({ component: 'worker' })),
+    taskList: await loadTasks({ orchestration: opts.orchestration }),
+    crontab: '', // schedules are our own jobs (scans), not graphile-worker cron
+  });
+}
