@@ -83,7 +83,7 @@ export function agentApiRoutes(deps: AppDeps) {
     });
   });
 
-  r.use('/commands', requireAgent(deps, 'scans'));
+  // '/commands/*' also matches '/commands' itself.
   r.use('/commands/*', requireAgent(deps, 'scans'));
 
   // Poll: claims up to `limit` commands for this agent in one transaction. With `wait`, an
