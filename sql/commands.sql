@@ -51,6 +51,13 @@ FROM picked
 WHERE c.id = picked.id
 RETURNING c.*;
 
+-- name: NextClaimLapse :one
+-- Milliseconds until the earliest un-acknowledged claim of a tenant lapses (and its command
+-- becomes claimable again, which no NOTIFY announces), or NULL.
+SELECT ceil(extract(epoch FROM min(claim_expires_at) - now()) * 1000)::int AS ms
+FROM commands
+WHERE tenant_id = $1 AND status = 'pending' AND agent_id IS NOT NULL AND claim_expires_at > now();
+
 -- name: GetAgentCommand :one
 -- A command held by an agent (the only agent that may move it).
 SELECT * FROM commands WHERE id = $1 AND agent_id = $2;

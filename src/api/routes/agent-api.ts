@@ -9,6 +9,7 @@ import { ApiError, notFound } from '../errors.ts';
 import { parseBody, pathId, queryOf, UUID } from '../input.ts';
 import { presentCommand } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
+import type pg from 'pg';
 import type { Queryable } from '../../db/pool.ts';
 import { many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
@@ -70,10 +71,8 @@ export function agentApiRoutes(deps: AppDeps) {
     const body = await parseBody(c, Heartbeat);
     const { version, hostname, command_ids, running_command_ids, ...rest } = body;
     const named = [...(command_ids ?? []), ...(running_command_ids ?? [])];
-    const stop = await withTransaction(deps.pool, async (tx) => {
-      await one(tx, agentsSql.RecordHeartbeat, [agent.id, version ?? null, hostname ?? null, rest, o.agentOfflineAfterSeconds]);
-      return many<{ id: string }>(tx, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]);
-    });
+    await one(deps.pool, agentsSql.RecordHeartbeat, [agent.id, version ?? null, hostname ?? null, rest, o.agentOfflineAfterSeconds]);
+    const stop = await many<{ id: string }>(deps.pool, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]);
     return c.json({
       status: 'ok',
       agent_id: agent.id,
@@ -103,7 +102,10 @@ export function agentApiRoutes(deps: AppDeps) {
         });
         const remaining = deadline - Date.now();
         if (commands.length > 0 || remaining <= 0 || deps.signals.stopping || c.req.raw.signal?.aborted) break;
-        await subscription.wait(remaining, c.req.raw.signal);
+        // A claim that lapses changes no row and so sends no NOTIFY: wake when the earliest
+        // one of this tenant lapses, as well as on notifications.
+        const lapse = await one<{ ms: number | null }>(deps.pool, commandsSql.NextClaimLapse, [agent.tenant_id]);
+        await subscription.wait(Math.min(remaining, lapse?.ms != null ? lapse.ms + 5 : remaining), c.req.raw.signal);
       }
     } finally {
       subscription.close();
@@ -118,7 +120,9 @@ export function agentApiRoutes(deps: AppDeps) {
       : action === 'fail' ? failure(await parseBody(c, FailBody))
       : null;
     await touch(agent);
-    const command = await withTransaction(deps.pool, (tx) => move(tx, action, id, agent.id, params));
+    // Each transition is one guarded statement (with its job changes in CTEs), atomic on
+    // its own: no explicit transaction, so no extra round trips on the hot path.
+    const command = await move(deps.pool, action, id, agent.id, params);
     return c.json(presentCommand(command));
   };
 
@@ -172,7 +176,8 @@ const REPLAY: Record<Action, Set<string>> = {
   fail: new Set(['failed']),
 };
 
-async function move(tx: Queryable, action: Action, id: string, agentId: string, outcome: Outcome | null): Promise<CommandRow> {
+async function move(pool: pg.Pool, action: Action, id: string, agentId: string, outcome: Outcome | null): Promise<CommandRow> {
+  const tx: Queryable = pool;
   const attempt = async (): Promise<CommandRow | null> => {
     switch (action) {
       case 'ack':
@@ -191,11 +196,12 @@ async function move(tx: Queryable, action: Action, id: string, agentId: string, 
   if (!current) throw notFound('command');
   if (REPLAY[action].has(current.status)) return current;
   if (action === 'start' && current.status === 'pending') {
-    // An agent that starts without acknowledging: acknowledge, then start.
-    if (await one(tx, commandsSql.AckCommand, [id, agentId])) {
-      const started = await one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]);
-      if (started) return started;
-    }
+    // An agent that starts without acknowledging: acknowledge, then start, together.
+    const started = await withTransaction(pool, async (tx) =>
+      (await one(tx, commandsSql.AckCommand, [id, agentId])) ? one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]) : null,
+    );
+    if (started) return started;
+    return move(pool, action, id, agentId, outcome);
   }
   throw contradiction(action, current);
 }
