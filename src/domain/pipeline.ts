@@ -306,7 +306,8 @@ function graphProblems(rawSteps: unknown[]): Problem[] {
   const cycle = findCycle(deps);
   if (cycle) {
     problems.push({ path: `steps[${indexOf.get(cycle[0])}].depends_on`, message: `dependency cycle: ${cycle.join(' → ')}` });
-  } else {
+  }
+  {
     rawSteps.forEach((raw, i) => {
       const key = stepKeyOf(raw);
       const condition = key && (raw as RawStep).condition;

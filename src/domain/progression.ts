@@ -31,6 +31,7 @@ export type StepState = {
   findings_count: number;
   output: Record<string, unknown>;
   error_message: string | null;
+  skip_reason: string | null;
 };
 
 export type Action =
@@ -118,13 +119,14 @@ export function planAdvance(input: AdvanceInput): Action[] {
       if (s.status !== 'pending' || ready.includes(s)) continue;
       const deps = s.depends_on.map((k) => byKey.get(k)).filter((d) => d !== undefined);
       if (deps.some((d) => !TERMINAL_STEP.has(d.status))) continue;
-      const broken = deps.find((d) => UNSUCCESSFUL_STEP.has(d.status));
+      // A dependency that failed, timed out or was cancelled breaks this step, and so does
+      // one that was itself skipped for that reason (the failure carries down the chain). A
+      // dependency skipped by its own false condition does not.
+      const broken = deps.find((d) => UNSUCCESSFUL_STEP.has(d.status) || skippedUpstream(d));
       if (broken) {
         s.status = 'skipped';
-        actions.push({
-          kind: 'skip', stepId: s.id, conditionEvaluated: false, conditionResult: null,
-          reason: `Upstream step '${broken.step_key}' ${pastTense(broken.status)}`,
-        });
+        s.skip_reason = skippedUpstream(broken) ? broken.skip_reason : `Upstream step '${broken.step_key}' ${pastTense(broken.status)}`;
+        actions.push({ kind: 'skip', stepId: s.id, conditionEvaluated: false, conditionResult: null, reason: s.skip_reason! });
         changed = true;
         continue;
       }
@@ -134,6 +136,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
         s.condition_result = outcome.result;
         if (!outcome.result) {
           s.status = 'skipped';
+          s.skip_reason = outcome.reason;
           actions.push({ kind: 'skip', stepId: s.id, conditionEvaluated: true, conditionResult: false, reason: outcome.reason });
           changed = true;
           continue;
@@ -166,6 +169,11 @@ export function planAdvance(input: AdvanceInput): Action[] {
     );
   }
   return actions;
+}
+
+/** Skipped because something upstream failed (not by its own condition). */
+function skippedUpstream(s: StepState): boolean {
+  return s.status === 'skipped' && !s.condition_evaluated;
 }
 
 function describeFailure(s: { step_key: string; status: string; error_message: string | null }): string {

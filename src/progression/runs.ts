@@ -188,5 +188,6 @@ function toStepState(r: AdvanceRow): StepState {
     findings_count: r.findings_count,
     output: r.output,
     error_message: r.error_message,
+    skip_reason: r.skip_reason,
   };
 }
