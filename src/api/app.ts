@@ -60,6 +60,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (pgCode === '23505') {
       return c.json(new ApiError(409, 'conflict', 'A resource with these values already exists').toBody(), 409);
     }
+    if (pgCode && /^22/.test(pgCode)) {
+      // A data exception (a value the database cannot store or convert) is bad input that
+      // slipped past validation: still the client's 400, logged so validation can catch it.
+      deps.logger.warn({ err, method: c.req.method, path: c.req.path }, 'data exception from input');
+      return c.json(new ApiError(400, 'invalid_request', 'The request contains a value the database cannot store').toBody(), 400);
+    }
     if (pgCode === '55P03' || pgCode === '57014') {
       return c.json(new ApiError(503, 'busy', 'The database is busy; retry shortly').toBody(), 503);
     }

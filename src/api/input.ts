@@ -4,20 +4,32 @@ import * as v from 'valibot';
 import type { Context } from 'hono';
 import { ApiError, invalid, notFound } from './errors.ts';
 import { issuesToProblems } from '../domain/problems.ts';
+import { isPlainObject, unstorable } from '../domain/json.ts';
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** The JSON body; an empty body is `{}` (so bodiless POSTs work); malformed JSON is a 400. */
-export async function readJson(c: Context): Promise<unknown> {
+/**
+ * The JSON body, which must be an object; an empty body is `{}` (so bodiless POSTs work).
+ * Malformed JSON, a body that is not an object, and values PostgreSQL cannot store (NUL
+ * characters, numbers out of range) are 400s naming where they are.
+ */
+export async function readJson(c: Context): Promise<Record<string, unknown>> {
   const text = await c.req.text();
   if (text.trim() === '') return {};
+  let body: unknown;
   try {
-    return JSON.parse(text);
+    body = JSON.parse(text);
   } catch (err) {
     throw new ApiError(400, 'invalid_json', `The request body is not valid JSON: ${(err as Error).message}`, [
       { path: '(body)', message: 'must be valid JSON' },
     ]);
   }
+  if (!isPlainObject(body)) {
+    throw invalid([{ path: '(body)', message: `must be a JSON object, not ${Array.isArray(body) ? 'an array' : body === null ? 'null' : typeof body}` }]);
+  }
+  const problem = unstorable(body);
+  if (problem) throw invalid([problem]);
+  return body;
 }
 
 export function parseInput<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
@@ -35,6 +47,13 @@ export function pathId(c: Context, name: string, what: string): string {
   const id = c.req.param(name) ?? '';
   if (!UUID.test(id)) throw notFound(what);
   return id.toLowerCase();
+}
+
+/** A step key in a path: anything that cannot be a step key names no step. */
+export function stepKeyParam(c: Context, what = 'step'): string {
+  const key = c.req.param('stepKey') ?? '';
+  if (!/^[A-Za-z0-9_.-]{1,100}$/.test(key)) throw notFound(what);
+  return key;
 }
 
 export type Page = { limit: number; after: { at: string; id: string } | null };
@@ -77,6 +96,8 @@ export function pageResult<R extends { cursor_at: string; id: string }, T>(rows:
 export function queryOf<S extends v.GenericSchema>(c: Context, schema: S, names: string[]): v.InferOutput<S> {
   const raw: Record<string, string | undefined> = {};
   for (const n of names) raw[n] = c.req.query(n);
+  const problem = unstorable(raw);
+  if (problem) throw invalid([problem]);
   return parseInput(schema, raw);
 }
 

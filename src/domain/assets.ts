@@ -1,6 +1,7 @@
 // Assets as conditions and agents see them (seed 001 "Expression Syntax": asset.type,
 // asset.name, asset.tags, asset.criticality) and the kinds of asset the seeds name.
 import * as v from 'valibot';
+import { JsonObject } from './json.ts';
 
 export const ASSET_TYPES = [
   'repository', 'domain', 'subdomain', 'ip_address', 'ip_range', 'web_application', 'server', 'host', 'network',
@@ -16,7 +17,7 @@ export const AssetFields = {
   value: v.nullable(v.pipe(v.string(), v.maxLength(4096))),
   tags: v.pipe(v.array(Tag), v.maxLength(100, 'at most 100 tags')),
   criticality: v.picklist(CRITICALITIES, `must be one of ${CRITICALITIES.join(', ')}`),
-  metadata: v.record(v.string(), v.unknown()),
+  metadata: JsonObject,
 };
 
 export const CreateAsset = v.object({

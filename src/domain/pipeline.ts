@@ -5,6 +5,7 @@ import { Cron } from 'croner';
 import { DURATION_HINT, formatDuration, parseDuration } from './durations.ts';
 import { expressionProblem, type Condition } from './conditions.ts';
 import { issuesToProblems, type Problem } from './problems.ts';
+import { JsonObject } from './json.ts';
 
 export type StepDef = {
   step_key: string;
@@ -56,7 +57,6 @@ const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v
 const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
 const Duration = v.custom<string | number>((input) => parseDuration(input) !== null, DURATION_HINT);
 const Count = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
-const JsonObject = v.record(v.string(), v.unknown());
 
 const Expression = (kind: 'expression' | 'step_check') =>
   v.pipe(

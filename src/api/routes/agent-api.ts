@@ -14,6 +14,7 @@ import type { Queryable } from '../../db/pool.ts';
 import { many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
 import type { CommandRow } from '../../store/rows.ts';
+import { JsonObject } from '../../domain/json.ts';
 
 export const MAX_WAIT_SECONDS = 60;
 /** How long a cancelled or expired command keeps being reported to its agent's heartbeats. */
@@ -35,7 +36,6 @@ const PollQuery = v.object({
 });
 
 const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(2_147_483_647));
-const JsonObject = v.record(v.string(), v.unknown());
 const CompleteBody = v.looseObject({
   findings_count: v.optional(v.nullable(Count)),
   output: v.optional(v.nullable(JsonObject)),

@@ -12,6 +12,7 @@ import { many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
 import type { AgentRow } from '../../store/rows.ts';
 import { stripUndefined } from './assets.ts';
+import { JsonObject } from '../../domain/json.ts';
 
 const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
 const Fields = {
@@ -19,7 +20,7 @@ const Fields = {
   tools: v.pipe(v.array(Word), v.maxLength(200)),
   capabilities: v.pipe(v.array(Word), v.maxLength(200)),
   max_concurrent_jobs: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)),
-  labels: v.record(v.string(), v.unknown()),
+  labels: JsonObject,
 };
 const CreateAgent = v.object({
   name: Fields.name,

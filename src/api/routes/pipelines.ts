@@ -6,7 +6,7 @@ import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { requireTenant, type AppEnv } from '../auth.ts';
 import { conflict, invalid, notFound } from '../errors.ts';
-import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, UUID } from '../input.ts';
+import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, stepKeyParam, UUID } from '../input.ts';
 import { presentPipeline, presentRun, presentStep } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -16,13 +16,14 @@ import type { AssetRow, PipelineRow, PipelineStepRow, RunRow } from '../../store
 import { bumpPipeline, createPipeline, stepsOfPipelines, versionSteps } from '../../store/pipelines.ts';
 import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
 import { assetSnapshot } from '../../domain/assets.ts';
+import { JsonObject } from '../../domain/json.ts';
 import type { Problem } from '../../domain/problems.ts';
 
 const CloneBody = v.object({ name: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255))) });
 const ReorderBody = v.object({ order: v.pipe(v.array(v.string()), v.minLength(1, 'must list the step keys')) });
 const RunBody = v.object({
   asset_id: v.optional(v.nullable(v.pipe(v.string(), v.regex(UUID, 'must be a UUID')))),
-  context: v.optional(v.record(v.string(), v.unknown()), {}),
+  context: v.optional(JsonObject, {}),
   triggered_by: v.optional(v.pipe(v.string(), v.maxLength(255))),
 });
 const VersionQuery = v.object({
@@ -197,7 +198,7 @@ export function pipelineRoutes(deps: AppDeps) {
   }, 201));
 
   r.put('/:id/steps/:stepKey', editSteps((steps, c, body) => {
-    const key = c.req.param('stepKey')!;
+    const key = stepKeyParam(c);
     const step = stepInput(body);
     const given = (step.id ?? step.step_key) as string | undefined;
     if (given !== undefined && given !== key) {
@@ -213,7 +214,7 @@ export function pipelineRoutes(deps: AppDeps) {
   }, 200));
 
   r.delete('/:id/steps/:stepKey', editSteps((steps, c) => {
-    const key = c.req.param('stepKey')!;
+    const key = stepKeyParam(c);
     if (!steps.some((s) => s.id === key)) throw notFound('step');
     const users = steps.filter((s) => Array.isArray(s.depends_on) && (s.depends_on as string[]).includes(key)).map((s) => s.id);
     if (users.length > 0) throw conflict('step_in_use', `Step '${key}' is a dependency of ${users.map((u) => `'${u}'`).join(', ')}`);

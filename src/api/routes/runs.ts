@@ -4,7 +4,7 @@ import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { requireTenant, type AppEnv } from '../auth.ts';
 import { conflict, notFound } from '../errors.ts';
-import { OptionalUuidQuery, pageOf, pageResult, pathId, queryOf } from '../input.ts';
+import { OptionalUuidQuery, pageOf, pageResult, pathId, queryOf, stepKeyParam } from '../input.ts';
 import { presentCommand, presentRun, presentStepRun } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -62,7 +62,7 @@ export function runRoutes(deps: AppDeps) {
   r.get('/:id/steps/:stepKey', async (c) => {
     const tenantId = c.get('tenant').id;
     const run = await getRun(deps.pool, tenantId, pathId(c, 'id', 'pipeline run'));
-    const step = await one<StepRunRow>(deps.pool, stepRunsSql.GetStepRun, [tenantId, run.id, c.req.param('stepKey')]);
+    const step = await one<StepRunRow>(deps.pool, stepRunsSql.GetStepRun, [tenantId, run.id, stepKeyParam(c, 'step run')]);
     if (!step) throw notFound('step run');
     return c.json(presentStepRun(step));
   });
@@ -71,7 +71,7 @@ export function runRoutes(deps: AppDeps) {
   r.get('/:id/steps/:stepKey/logs', async (c) => {
     const tenantId = c.get('tenant').id;
     const run = await getRun(deps.pool, tenantId, pathId(c, 'id', 'pipeline run'));
-    const step = await one<StepRunRow>(deps.pool, stepRunsSql.GetStepRun, [tenantId, run.id, c.req.param('stepKey')]);
+    const step = await one<StepRunRow>(deps.pool, stepRunsSql.GetStepRun, [tenantId, run.id, stepKeyParam(c, 'step run')]);
     if (!step) throw notFound('step run');
     const commands = await many<CommandRow>(deps.pool, commandsSql.ListStepCommands, [tenantId, step.id]);
     const events = (await many<EventRow>(deps.pool, runsSql.ListRunEvents, [tenantId, run.id, 0, 10_000]))
