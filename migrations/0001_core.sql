@@ -268,10 +268,12 @@ ALTER TABLE step_runs
   ADD FOREIGN KEY (tenant_id, command_id) REFERENCES commands (tenant_id, id) ON DELETE SET NULL (command_id);
 
 -- Append-only record of every run and step transition, written by triggers in the
--- transaction that made the transition (see below).
+-- transaction that made the transition (see below). No foreign keys: the rows are written
+-- by triggers from rows that exist, and a key check per event would lock the tenant's and
+-- the run's rows several times per step (the hottest rows there are).
 CREATE TABLE events (
   id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  tenant_id       uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  tenant_id       uuid NOT NULL,
   pipeline_run_id uuid,
   step_run_id     uuid,
   type            text NOT NULL CHECK (type IN (
@@ -281,11 +283,24 @@ CREATE TABLE events (
                     'pipeline.step.failed', 'pipeline.step.skipped', 'pipeline.step.retrying',
                     'pipeline.step.cancelled', 'pipeline.step.timeout')),
   data            jsonb NOT NULL DEFAULT '{}',
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  FOREIGN KEY (tenant_id, pipeline_run_id) REFERENCES pipeline_runs (tenant_id, id) ON DELETE CASCADE
+  created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX events_run_idx ON events (pipeline_run_id, id);
 CREATE INDEX events_tenant_idx ON events (tenant_id, id);
+
+-- Asks for a run to be advanced. The job_key coalesces bursts (many completions of one run,
+-- one advance). When a worker is locking the keyed job at that very moment, graphile-worker's
+-- add_job neither updates it nor adds a job and returns no id (graphile/worker#580); the
+-- advance already running may have read the run before this transaction commits, so an
+-- unkeyed job is added instead. Advancing is idempotent: an extra job costs a no-op.
+CREATE FUNCTION request_run_advance(p_run_id uuid, p_run_at timestamptz DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF (graphile_worker.add_job('run_advance', json_build_object('run_id', p_run_id),
+        run_at => p_run_at, job_key => 'run_advance:' || p_run_id)).id IS NULL THEN
+    PERFORM graphile_worker.add_job('run_advance', json_build_object('run_id', p_run_id), run_at => p_run_at);
+  END IF;
+END $$;
 
 -- Run transitions → events. pending → running is 'started'; a terminal status is named as is.
 CREATE FUNCTION pipeline_runs_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -315,7 +330,7 @@ CREATE FUNCTION step_runs_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   event_type text;
 BEGIN
-  IF NEW.retry_at IS NOT NULL AND OLD.retry_at IS DISTINCT FROM NEW.retry_at THEN
+  IF NEW.retry_at IS NOT NULL AND OLD.retry_at IS NULL THEN
     event_type := 'pipeline.step.retrying';
   ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
     event_type := CASE NEW.status WHEN 'running' THEN 'pipeline.step.started'
@@ -341,14 +356,18 @@ BEGIN
 END $$;
 
 CREATE TRIGGER step_runs_event AFTER UPDATE ON step_runs
-  FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.retry_at IS DISTINCT FROM NEW.retry_at)
+  FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR (OLD.retry_at IS NULL AND NEW.retry_at IS NOT NULL))
   EXECUTE FUNCTION step_runs_record_event();
 
--- A command that becomes claimable wakes the long-polling agents of its tenant. The
--- notification is delivered at commit, so it never announces a row that rolled back.
+-- A command that becomes claimable wakes one long-polling agent of its tenant that can run
+-- it: the payload carries what the listener needs to choose (tenant, tool, capabilities)
+-- and the command id, which also keeps PostgreSQL from folding several commands of one
+-- transaction into one notification. Delivered at commit, so it never announces a row
+-- that rolled back.
 CREATE FUNCTION commands_notify_claimable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM pg_notify('scanflow_commands', NEW.tenant_id::text);
+  PERFORM pg_notify('scanflow_commands', json_build_object(
+    't', NEW.tenant_id, 'c', NEW.id, 'tool', NEW.tool, 'caps', NEW.capabilities)::text);
   RETURN NULL;
 END $$;
 

@@ -2,7 +2,7 @@
 
 -- name: DispatchStep :one
 -- Creates the command of a step's next attempt (claimable until the queue deadline,
--- $9 seconds away), queues the step, and arms the command's expiry job.
+-- $9 seconds away) and queues the step. The caller then arms the run's expiry timer.
 WITH command AS (
   INSERT INTO commands (tenant_id, pipeline_run_id, step_run_id, attempt, priority, tool, capabilities,
                         timeout_seconds, payload, expires_at)
@@ -15,12 +15,8 @@ WITH command AS (
   FROM command
   WHERE s.id = $3
   RETURNING s.id
-), armed AS (
-  SELECT graphile_worker.add_job('command_expire', json_build_object('command_id', command.id),
-           run_at => command.expires_at, job_key => 'command_expire:' || command.id) AS job
-  FROM command
 )
-SELECT command.id FROM command, step, armed;
+SELECT command.id FROM command, step;
 
 -- name: ClaimCommands :many
 -- Claims up to $3 claimable commands for an agent (never beyond its free capacity) in one
@@ -51,12 +47,20 @@ FROM picked
 WHERE c.id = picked.id
 RETURNING c.*;
 
--- name: NextClaimLapse :one
--- Milliseconds until the earliest un-acknowledged claim of a tenant lapses (and its command
--- becomes claimable again, which no NOTIFY announces), or NULL.
-SELECT ceil(extract(epoch FROM min(claim_expires_at) - now()) * 1000)::int AS ms
-FROM commands
-WHERE tenant_id = $1 AND status = 'pending' AND agent_id IS NOT NULL AND claim_expires_at > now();
+-- name: AfterEmptyClaim :one
+-- After a poll claimed nothing: milliseconds until the earliest un-acknowledged claim of the
+-- tenant lapses (its command becomes claimable again, which no NOTIFY announces), or NULL;
+-- and whether a command this agent could run is claimable right now (it got none because
+-- it is at capacity, so a wake-up it received should go to another agent).
+SELECT (SELECT ceil(extract(epoch FROM min(c.claim_expires_at) - now()) * 1000)::int
+        FROM commands c
+        WHERE c.tenant_id = $1 AND c.status = 'pending' AND c.agent_id IS NOT NULL
+          AND c.claim_expires_at > now()) AS lapse_ms,
+       EXISTS (SELECT 1 FROM commands c, agents a
+               WHERE a.id = $2 AND c.tenant_id = $1 AND c.status = 'pending'
+                 AND (c.agent_id IS NULL OR c.claim_expires_at <= now())
+                 AND CASE WHEN c.tool IS NOT NULL THEN c.tool = ANY (a.tools)
+                          ELSE c.capabilities <@ a.capabilities END) AS claimable;
 
 -- name: GetAgentCommand :one
 -- A command held by an agent (the only agent that may move it).
@@ -64,7 +68,8 @@ SELECT * FROM commands WHERE id = $1 AND agent_id = $2;
 
 -- name: AckCommand :one
 -- pending (claimed by this agent) → acknowledged. The step deadline starts now; the step
--- run becomes running.
+-- run becomes running. The run's expiry timer needs no change: it was armed for at most
+-- the step timeout from when the command was created or last checked (ArmRunTimer).
 WITH command AS (
   UPDATE commands
   SET status = 'acknowledged', acknowledged_at = now(), claim_expires_at = NULL,
@@ -77,12 +82,8 @@ WITH command AS (
   FROM command
   WHERE s.id = command.step_run_id AND s.command_id = command.id AND s.status = 'queued'
   RETURNING s.id
-), armed AS (
-  SELECT graphile_worker.add_job('command_expire', json_build_object('command_id', command.id),
-           run_at => command.expires_at, job_key => 'command_expire:' || command.id) AS job
-  FROM command
 )
-SELECT command.* FROM command, armed WHERE (SELECT count(*) FROM step) >= 0;
+SELECT command.* FROM command WHERE (SELECT count(*) FROM step) >= 0;
 
 -- name: StartCommand :one
 -- acknowledged → running (the step deadline set at acknowledgement stands).
@@ -91,23 +92,19 @@ WHERE id = $1 AND agent_id = $2 AND status = 'acknowledged'
 RETURNING *;
 
 -- name: FinishCommand :one
--- pending/acknowledged/running → completed or failed, as reported by the holding agent;
--- disarms the expiry and asks for the run to be advanced.
+-- pending/acknowledged/running → completed or failed, as reported by the holding agent,
+-- and asks for the run to be advanced.
 WITH command AS (
   UPDATE commands
   SET status = $3, result = $4, error_code = $5, error_message = $6, completed_at = now(),
       acknowledged_at = coalesce(acknowledged_at, now()), claim_expires_at = NULL, updated_at = now()
   WHERE id = $1 AND agent_id = $2 AND status IN ('pending', 'acknowledged', 'running')
   RETURNING *
-), disarmed AS (
-  SELECT graphile_worker.remove_job('command_expire:' || command.id) AS job FROM command
 ), advance AS (
-  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', command.pipeline_run_id),
-           job_key => 'run_advance:' || command.pipeline_run_id) AS job
+  SELECT request_run_advance(command.pipeline_run_id) AS job
   FROM command WHERE command.pipeline_run_id IS NOT NULL
 )
-SELECT command.* FROM command
-WHERE (SELECT count(*) FROM disarmed) >= 0 AND (SELECT count(*) FROM advance) >= 0;
+SELECT command.* FROM command WHERE (SELECT count(*) FROM advance) >= 0;
 
 -- name: GetCommand :one
 -- A command of a tenant.
@@ -128,39 +125,51 @@ LIMIT $7;
 -- Every attempt's command of a step run, oldest first.
 SELECT * FROM commands WHERE tenant_id = $1 AND step_run_id = $2 ORDER BY attempt, created_at;
 
--- name: GetCommandById :one
--- A command, unlocked (to find its run before taking locks in order).
-SELECT * FROM commands WHERE id = $1;
-
--- name: LockCommand :one
--- A command, locked for its expiry check, with the transaction's clock.
-SELECT *, now() AS db_now FROM commands WHERE id = $1 FOR UPDATE;
-
--- name: ExpireCommand :one
--- A command whose deadline passed → expired (queue_timeout while pending, step_timeout
--- once acknowledged).
+-- name: ExpireRunCommands :many
+-- The in-flight commands of a run whose deadline passed → expired: queue_timeout while
+-- pending (nobody acknowledged it in time), step_timeout once acknowledged.
 UPDATE commands
-SET status = 'expired', error_code = $2, error_message = $3, completed_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('pending', 'acknowledged', 'running') AND expires_at <= now()
-RETURNING *;
+SET status = 'expired',
+    error_code = CASE WHEN status = 'pending' THEN 'queue_timeout' ELSE 'step_timeout' END,
+    error_message = CASE WHEN status = 'pending'
+                         THEN 'no agent acknowledged the command before its queue deadline'
+                         ELSE 'the step did not finish within ' || timeout_seconds || 's' END,
+    completed_at = now(), claim_expires_at = NULL, updated_at = now()
+WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running') AND expires_at <= now()
+RETURNING id;
 
--- name: RearmCommandExpiry :exec
--- Schedules a command's expiry check at its current deadline.
-SELECT graphile_worker.add_job('command_expire', json_build_object('command_id', id),
-         run_at => expires_at, job_key => 'command_expire:' || id)
-FROM commands WHERE id = $1;
+-- name: ArmRunTimer :exec
+-- One expiry timer per run: the command_expire job (job_key command_expire:<run id>) runs
+-- at the earliest moment an in-flight command of the run could pass its deadline. A pending
+-- command counts at most its step timeout from now, because it may be acknowledged any
+-- moment and acknowledging does not re-arm the timer; firing early only re-arms it. The
+-- job is written only when it must run earlier than it is set to (or is not set), so most
+-- advances touch no job; with nothing in flight the timer is removed.
+WITH next AS (
+  SELECT min(CASE WHEN c.status = 'pending'
+                  THEN least(c.expires_at, now() + make_interval(secs => c.timeout_seconds))
+                  ELSE c.expires_at END) AS at
+  FROM commands c
+  WHERE c.pipeline_run_id = $1 AND c.status IN ('pending', 'acknowledged', 'running')
+), armed AS (
+  SELECT graphile_worker.add_job('command_expire', json_build_object('run_id', $1::uuid),
+           run_at => next.at, job_key => 'command_expire:' || $1) AS job
+  FROM next
+  WHERE next.at IS NOT NULL AND ($2::boolean OR NOT EXISTS (
+    SELECT 1 FROM graphile_worker.jobs j
+    WHERE j.key = 'command_expire:' || $1 AND j.locked_at IS NULL AND j.run_at <= next.at))
+), removed AS (
+  SELECT graphile_worker.remove_job('command_expire:' || $1) AS job FROM next WHERE next.at IS NULL AND $2::boolean
+)
+SELECT (SELECT count(*) FROM armed) + (SELECT count(*) FROM removed) AS changed;
 
 -- name: CancelRunCommands :many
--- Cancels every in-flight command of a run and disarms their expiry jobs.
-WITH command AS (
-  UPDATE commands
-  SET status = 'cancelled', error_code = 'cancelled', error_message = $2, completed_at = now(),
-      claim_expires_at = NULL, updated_at = now()
-  WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running')
-  RETURNING id
-)
-SELECT command.id, graphile_worker.remove_job('command_expire:' || command.id) IS NOT NULL AS disarmed
-FROM command;
+-- Cancels every in-flight command of a run.
+UPDATE commands
+SET status = 'cancelled', error_code = 'cancelled', error_message = $2, completed_at = now(),
+    claim_expires_at = NULL, updated_at = now()
+WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running')
+RETURNING id;
 
 -- name: FailLostAgentCommands :many
 -- The commands a lost agent was running fail as agent_lost (progression retries them);
@@ -175,13 +184,9 @@ WITH lost AS (
   SET agent_id = NULL, claimed_at = NULL, claim_expires_at = NULL, updated_at = now()
   WHERE agent_id = $1 AND status = 'pending'
   RETURNING id
-), disarmed AS (
-  SELECT graphile_worker.remove_job('command_expire:' || lost.id) AS job FROM lost
 ), advance AS (
-  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', pipeline_run_id),
-           job_key => 'run_advance:' || pipeline_run_id) AS job
+  SELECT request_run_advance(pipeline_run_id) AS job
   FROM lost WHERE pipeline_run_id IS NOT NULL
 )
 SELECT lost.id, lost.pipeline_run_id FROM lost
-WHERE (SELECT count(*) FROM disarmed) >= 0 AND (SELECT count(*) FROM advance) >= 0
-  AND (SELECT count(*) FROM released) >= 0;
+WHERE (SELECT count(*) FROM advance) >= 0 AND (SELECT count(*) FROM released) >= 0;

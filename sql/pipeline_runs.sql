@@ -20,8 +20,7 @@ WITH pipeline AS (
   FROM run JOIN pipeline_steps s ON s.pipeline_id = run.pipeline_id AND s.version = run.pipeline_version
   RETURNING id
 ), advance AS (
-  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', run.id),
-           job_key => 'run_advance:' || run.id) AS job
+  SELECT request_run_advance(run.id) AS job
   FROM run
 )
 SELECT run.* FROM run, advance WHERE (SELECT count(*) FROM steps) >= 0;
@@ -91,16 +90,14 @@ WITH run AS (
   WHERE id = $1 AND status IN ('failed', 'cancelled', 'timeout')
   RETURNING *
 ), advance AS (
-  SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', run.id),
-           job_key => 'run_advance:' || run.id) AS job
+  SELECT request_run_advance(run.id) AS job
   FROM run
 )
 SELECT run.* FROM run, advance;
 
 -- name: EnqueueAdvance :exec
 -- Asks for a run to be advanced (coalesced per run).
-SELECT graphile_worker.add_job('run_advance', json_build_object('run_id', $1::uuid),
-         job_key => 'run_advance:' || $1);
+SELECT request_run_advance($1::uuid);
 
 -- name: ListRunEvents :many
 -- The events of a run, oldest first.

@@ -1,13 +1,14 @@
-// Runs at a command's deadline (job run_at = commands.expires_at, job_key
-// command_expire:<command id>, re-armed when the deadline moves, removed when the command
-// finishes): expires it as queue_timeout or step_timeout and advances its run.
+// A run's expiry timer (job_key command_expire:<run id>, run_at = the earliest deadline an
+// in-flight command of the run could reach; see ArmRunTimer in sql/commands.sql): expires
+// the commands past their deadline (queue_timeout or step_timeout), advances the run, and
+// sets the timer for the next deadline.
 import * as v from 'valibot';
 import type { Task } from 'graphile-worker';
 import { inTransaction } from '../src/db/transaction.ts';
-import { expireCommand } from '../src/progression/commands.ts';
+import { expireRunCommands } from '../src/progression/runs.ts';
 import type { TaskDeps } from '../src/worker.ts';
 
-const Payload = v.object({ command_id: v.pipe(v.string(), v.uuid()) });
+const Payload = v.object({ run_id: v.pipe(v.string(), v.uuid()) });
 
 export default function commandExpire(deps: TaskDeps): Task {
   return async (payload, helpers) => {
@@ -17,7 +18,7 @@ export default function commandExpire(deps: TaskDeps): Task {
       return;
     }
     await helpers.withPgClient((client) =>
-      inTransaction(client, (tx) => expireCommand(tx, parsed.output.command_id, deps.orchestration)),
+      inTransaction(client, (tx) => expireRunCommands(tx, parsed.output.run_id, deps.orchestration)),
     );
   };
 }

@@ -1,37 +1,9 @@
-// Command expiry and lost-agent recovery, used by the command_expire and agent_health tasks.
+// Lost-agent recovery, used by the agent_health task (and by deactivating an agent).
 import type { Queryable } from '../db/pool.ts';
-import { many, one, exec } from '../store/query.ts';
+import { many, one } from '../store/query.ts';
 import { agentsSql, commandsSql } from '../store/queries.ts';
-import type { AgentRow, CommandRow } from '../store/rows.ts';
+import type { AgentRow } from '../store/rows.ts';
 import type { OrchestrationConfig } from '../config.ts';
-import { advanceRun, lockRun } from './runs.ts';
-
-/**
- * A command's deadline passed: a pending command nobody acknowledged expires as
- * queue_timeout, an acknowledged or running one as step_timeout; then its run advances
- * (retry or failure). A deadline that moved (the command was acknowledged) is re-armed.
- */
-export async function expireCommand(tx: Queryable, commandId: string, orchestration: OrchestrationConfig): Promise<void> {
-  const peek = await one<CommandRow>(tx, commandsSql.GetCommandById, [commandId]);
-  if (!peek) return;
-  // Lock order: run, then command (the same order every progression path uses).
-  if (peek.pipeline_run_id) await lockRun(tx, peek.pipeline_run_id);
-  const command = await one<CommandRow & { db_now: Date }>(tx, commandsSql.LockCommand, [commandId]);
-  if (!command || !['pending', 'acknowledged', 'running'].includes(command.status)) return;
-  if (command.expires_at.getTime() > command.db_now.getTime()) {
-    await exec(tx, commandsSql.RearmCommandExpiry, [command.id]);
-    return;
-  }
-  const queued = command.status === 'pending';
-  await one(tx, commandsSql.ExpireCommand, [
-    command.id,
-    queued ? 'queue_timeout' : 'step_timeout',
-    queued
-      ? 'no agent acknowledged the command before its queue deadline'
-      : `the step did not finish within ${command.timeout_seconds}s`,
-  ]);
-  if (command.pipeline_run_id) await advanceRun(tx, command.pipeline_run_id, orchestration);
-}
 
 /**
  * An agent's health check. An agent seen within the grace stays as it is (the check is
@@ -49,8 +21,10 @@ export async function checkAgentHealth(tx: Queryable, agentId: string, orchestra
     return;
   }
   await one(tx, agentsSql.MarkAgentOffline, [agent.id]);
-  await many(tx, commandsSql.FailLostAgentCommands, [
-    agent.id,
-    `agent '${agent.name}' stopped responding (no contact for ${orchestration.agentOfflineAfterSeconds}s)`,
-  ]);
+  await releaseAgentWork(tx, agent.id, `agent '${agent.name}' stopped responding (no contact for ${orchestration.agentOfflineAfterSeconds}s)`);
+}
+
+/** The agent's running commands fail as agent_lost (and are retried); its claims return to the queue. */
+export async function releaseAgentWork(tx: Queryable, agentId: string, reason: string): Promise<void> {
+  await many(tx, commandsSql.FailLostAgentCommands, [agentId, reason]);
 }

@@ -32,7 +32,7 @@ export const stepRunsSql = loadQueries('step_runs.sql', [
 ] as const);
 
 export const commandsSql = loadQueries('commands.sql', [
-  'DispatchStep', 'ClaimCommands', 'NextClaimLapse', 'GetAgentCommand', 'AckCommand', 'StartCommand', 'FinishCommand', 'GetCommand',
-  'ListCommands', 'ListStepCommands', 'GetCommandById', 'LockCommand', 'ExpireCommand', 'RearmCommandExpiry', 'CancelRunCommands',
+  'DispatchStep', 'ClaimCommands', 'AfterEmptyClaim', 'GetAgentCommand', 'AckCommand', 'StartCommand', 'FinishCommand', 'GetCommand',
+  'ListCommands', 'ListStepCommands', 'ExpireRunCommands', 'ArmRunTimer', 'CancelRunCommands',
   'FailLostAgentCommands',
 ] as const);

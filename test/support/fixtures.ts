@@ -112,10 +112,14 @@ export class TestAgent {
 
 // ---- time control: deadlines and job run_at are moved, nobody sleeps ----
 
-/** The command's current deadline (queue or step timeout) has passed. */
+/** The command's current deadline (queue or step timeout) has passed; its run's expiry timer is due. */
 export async function passCommandDeadline(h: Harness, commandId: string): Promise<void> {
-  await h.pool.query(`UPDATE commands SET expires_at = now() WHERE id = $1`, [commandId]);
-  await h.pool.query(`UPDATE graphile_worker._private_jobs SET run_at = now() WHERE key = $1`, [`command_expire:${commandId}`]);
+  const { rows } = await h.pool.query<{ pipeline_run_id: string }>(
+    `UPDATE commands SET expires_at = now() WHERE id = $1 RETURNING pipeline_run_id`, [commandId]);
+  const runId = rows[0].pipeline_run_id;
+  await h.pool.query(
+    `SELECT graphile_worker.add_job('command_expire', json_build_object('run_id', $1::uuid), job_key => 'command_expire:' || $1)`,
+    [runId]);
 }
 
 /** The command's ack deadline has passed (it is claimable again). */

@@ -92,8 +92,10 @@ export function agentApiRoutes(deps: AppDeps) {
     const q = queryOf(c, PollQuery, ['limit', 'wait']);
     await touch(agent);
     const deadline = Date.now() + q.wait * 1000;
-    const subscription = deps.signals.subscribe(agent.tenant_id);
+    // Subscribe before the first query, so a command announced meanwhile is not missed.
+    const subscription = q.wait > 0 ? deps.signals.subscribe(agent.tenant_id, agent) : null;
     let commands: CommandRow[] = [];
+    let wokenFor: Awaited<ReturnType<NonNullable<typeof subscription>['wait']>> = null;
     try {
       for (;;) {
         commands = await withTransaction(deps.pool, async (tx) => {
@@ -101,14 +103,17 @@ export function agentApiRoutes(deps: AppDeps) {
           return many<CommandRow>(tx, commandsSql.ClaimCommands, [agent.id, agent.tenant_id, q.limit, o.ackTimeoutSeconds]);
         });
         const remaining = deadline - Date.now();
-        if (commands.length > 0 || remaining <= 0 || deps.signals.stopping || c.req.raw.signal?.aborted) break;
+        if (commands.length > 0 || !subscription || remaining <= 0 || deps.signals.stopping || c.req.raw.signal?.aborted) break;
         // A claim that lapses changes no row and so sends no NOTIFY: wake when the earliest
         // one of this tenant lapses, as well as on notifications.
-        const lapse = await one<{ ms: number | null }>(deps.pool, commandsSql.NextClaimLapse, [agent.tenant_id]);
-        await subscription.wait(Math.min(remaining, lapse?.ms != null ? lapse.ms + 5 : remaining), c.req.raw.signal);
+        const after = await one<{ lapse_ms: number | null; claimable: boolean }>(deps.pool, commandsSql.AfterEmptyClaim, [agent.tenant_id, agent.id]);
+        // Woken for a command that is still claimable but not by this agent (at capacity):
+        // let another waiting agent have it.
+        if (wokenFor && after?.claimable) subscription.handOff(wokenFor);
+        wokenFor = await subscription.wait(Math.min(remaining, after?.lapse_ms != null ? after.lapse_ms + 5 : remaining), c.req.raw.signal);
       }
     } finally {
-      subscription.close();
+      subscription?.close();
     }
     return c.json({ commands: commands.map(presentCommand), poll_interval_seconds: o.pollIntervalSeconds });
   });

@@ -12,6 +12,7 @@ import { many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
 import type { AgentRow } from '../../store/rows.ts';
 import { stripUndefined } from './assets.ts';
+import { releaseAgentWork } from '../../progression/commands.ts';
 import { JsonObject } from '../../domain/json.ts';
 
 const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
@@ -93,7 +94,7 @@ export function agentRoutes(deps: AppDeps) {
       await one(tx, agentsSql.SetAgentStatus, [tenantId, id, status]);
       // An agent that may no longer call in cannot finish its work: hand it back now
       // rather than after the offline grace.
-      if (status !== 'active') await releaseWork(tx, id, `agent '${current.name}' was ${status}`);
+      if (status !== 'active') await releaseAgentWork(tx, id, `agent '${current.name}' was ${status}`);
       return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
     });
     return c.json(presentAgent(row!));
@@ -119,9 +120,6 @@ export function agentRoutes(deps: AppDeps) {
   return r;
 }
 
-async function releaseWork(tx: Queryable, agentId: string, reason: string): Promise<void> {
-  await many(tx, commandsSql.FailLostAgentCommands, [agentId, reason]);
-}
 
 function dedupe(xs: string[]): string[] {
   return [...new Set(xs)];
