@@ -302,6 +302,18 @@ BEGIN
   END IF;
 END $$;
 
+-- When a run's expiry timer (the command_expire job, one per run) must fire: the earliest
+-- moment an in-flight command of the run could pass its deadline. A pending command counts
+-- at most its step timeout from now, because it may be acknowledged at any moment and
+-- acknowledging does not touch the timer; a timer that fires early just re-arms.
+CREATE FUNCTION run_next_deadline(p_run_id uuid) RETURNS timestamptz LANGUAGE sql STABLE AS $$
+  SELECT min(CASE WHEN c.status = 'pending'
+                  THEN least(c.expires_at, now() + make_interval(secs => c.timeout_seconds))
+                  ELSE c.expires_at END)
+  FROM commands c
+  WHERE c.pipeline_run_id = p_run_id AND c.status IN ('pending', 'acknowledged', 'running')
+$$;
+
 -- Run transitions → events. pending → running is 'started'; a terminal status is named as is.
 CREATE FUNCTION pipeline_runs_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

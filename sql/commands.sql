@@ -11,7 +11,8 @@ WITH command AS (
 ), step AS (
   UPDATE step_runs s
   SET status = 'queued', command_id = command.id, attempt = $4, queued_at = now(), retry_at = NULL,
-      agent_id = NULL, started_at = NULL, updated_at = now()
+      agent_id = NULL, started_at = NULL, condition_evaluated = true,
+      condition_result = coalesce(s.condition_result, true), updated_at = now()
   FROM command
   WHERE s.id = $3
   RETURNING s.id
@@ -139,27 +140,16 @@ WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running') 
 RETURNING id;
 
 -- name: ArmRunTimer :exec
--- One expiry timer per run: the command_expire job (job_key command_expire:<run id>) runs
--- at the earliest moment an in-flight command of the run could pass its deadline. A pending
--- command counts at most its step timeout from now, because it may be acknowledged any
--- moment and acknowledging does not re-arm the timer; firing early only re-arms it. The
--- job is written only when it must run earlier than it is set to (or is not set), so most
--- advances touch no job; with nothing in flight the timer is removed.
+-- Sets a run's expiry timer (job_key command_expire:<run id>) to run_next_deadline(), or
+-- removes it when nothing is in flight. (Advances only ever move it earlier: SettleRun.)
 WITH next AS (
-  SELECT min(CASE WHEN c.status = 'pending'
-                  THEN least(c.expires_at, now() + make_interval(secs => c.timeout_seconds))
-                  ELSE c.expires_at END) AS at
-  FROM commands c
-  WHERE c.pipeline_run_id = $1 AND c.status IN ('pending', 'acknowledged', 'running')
+  SELECT run_next_deadline($1) AS at
 ), armed AS (
   SELECT graphile_worker.add_job('command_expire', json_build_object('run_id', $1::uuid),
            run_at => next.at, job_key => 'command_expire:' || $1) AS job
-  FROM next
-  WHERE next.at IS NOT NULL AND ($2::boolean OR NOT EXISTS (
-    SELECT 1 FROM graphile_worker.jobs j
-    WHERE j.key = 'command_expire:' || $1 AND j.locked_at IS NULL AND j.run_at <= next.at))
+  FROM next WHERE next.at IS NOT NULL
 ), removed AS (
-  SELECT graphile_worker.remove_job('command_expire:' || $1) AS job FROM next WHERE next.at IS NULL AND $2::boolean
+  SELECT graphile_worker.remove_job('command_expire:' || $1) AS job FROM next WHERE next.at IS NULL
 )
 SELECT (SELECT count(*) FROM armed) + (SELECT count(*) FROM removed) AS changed;
 

@@ -55,8 +55,20 @@ SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
 UPDATE pipeline_runs SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status = 'pending';
 
--- name: RefreshRunCounters :exec
--- Recomputes a run's step counters from its step runs.
+-- name: SettleRun :exec
+-- The end of an advance that did not finish the run: recomputes the run's step counters
+-- from its step runs and, when it dispatched commands ($2), moves the run's expiry timer
+-- earlier if it must (see ArmRunTimer in commands.sql; the same rule, unforced).
+WITH next AS (
+  SELECT run_next_deadline($1) AS at WHERE $2::boolean
+), armed AS (
+  SELECT graphile_worker.add_job('command_expire', json_build_object('run_id', $1::uuid),
+           run_at => next.at, job_key => 'command_expire:' || $1) AS job
+  FROM next
+  WHERE next.at IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM graphile_worker.jobs j
+    WHERE j.key = 'command_expire:' || $1 AND j.locked_at IS NULL AND j.run_at <= next.at)
+)
 UPDATE pipeline_runs r
 SET total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
     skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
@@ -66,10 +78,14 @@ FROM (SELECT count(*) AS total,
              count(*) FILTER (WHERE status = 'skipped') AS skipped,
              coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
       FROM step_runs WHERE pipeline_run_id = $1) c
-WHERE r.id = $1;
+WHERE r.id = $1 AND (SELECT count(*) FROM armed) >= 0;
 
 -- name: FinishRun :one
--- Ends a run that is still in progress, with its final counters (the event carries them).
+-- Ends a run that is still in progress, with its final counters (the event carries them),
+-- and removes its expiry timer (nothing of it is in flight any more).
+WITH timer AS (
+  SELECT graphile_worker.remove_job('command_expire:' || $1::uuid) AS job
+)
 UPDATE pipeline_runs r
 SET status = $2, error_message = $3, completed_at = now(), started_at = coalesce(r.started_at, now()),
     total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
@@ -80,7 +96,7 @@ FROM (SELECT count(*) AS total,
              count(*) FILTER (WHERE status = 'skipped') AS skipped,
              coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
       FROM step_runs WHERE pipeline_run_id = $1) c
-WHERE r.id = $1 AND r.status IN ('pending', 'running')
+WHERE r.id = $1 AND r.status IN ('pending', 'running') AND (SELECT count(*) FROM timer) >= 0
 RETURNING r.*;
 
 -- name: ReopenRun :one

