@@ -55,10 +55,10 @@ SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
 UPDATE pipeline_runs SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status = 'pending';
 
--- name: SettleRun :exec
--- The end of an advance that did not finish the run: recomputes the run's step counters
--- from its step runs and, when it dispatched commands ($2), moves the run's expiry timer
--- earlier if it must (see ArmRunTimer in commands.sql; the same rule, unforced).
+-- name: SettleRun :one
+-- The end of an advance that did not finish the run: when steps finished ($3), recomputes
+-- the run's step counters from its step runs; when it dispatched commands ($2), moves the
+-- run's expiry timer earlier if it must (the job is written only then; see ArmRunTimer).
 WITH next AS (
   SELECT run_next_deadline($1) AS at WHERE $2::boolean
 ), armed AS (
@@ -68,17 +68,20 @@ WITH next AS (
   WHERE next.at IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM graphile_worker.jobs j
     WHERE j.key = 'command_expire:' || $1 AND j.locked_at IS NULL AND j.run_at <= next.at)
+), counted AS (
+  UPDATE pipeline_runs r
+  SET total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
+      skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
+  FROM (SELECT count(*) AS total,
+               count(*) FILTER (WHERE status = 'completed') AS completed,
+               count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
+               count(*) FILTER (WHERE status = 'skipped') AS skipped,
+               coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
+        FROM step_runs WHERE pipeline_run_id = $1 AND $3::boolean) c
+  WHERE r.id = $1 AND $3::boolean
+  RETURNING r.id
 )
-UPDATE pipeline_runs r
-SET total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
-    skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
-FROM (SELECT count(*) AS total,
-             count(*) FILTER (WHERE status = 'completed') AS completed,
-             count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
-             count(*) FILTER (WHERE status = 'skipped') AS skipped,
-             coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
-      FROM step_runs WHERE pipeline_run_id = $1) c
-WHERE r.id = $1 AND (SELECT count(*) FROM armed) >= 0;
+SELECT (SELECT count(*) FROM armed) AS armed, (SELECT count(*) FROM counted) AS counted;
 
 -- name: FinishRun :one
 -- Ends a run that is still in progress, with its final counters (the event carries them),

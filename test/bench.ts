@@ -26,6 +26,7 @@
 // 1 when it misbehaved (a run failed, a step ran twice, an HTTP error, a timeout).
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
@@ -49,6 +50,10 @@ class Misbehaviour extends Error {}
 type Res<T = any> = { status: number; body: T; ms: number };
 type CallOptions = { token?: string; apiKey?: string; body?: unknown; signal?: AbortSignal };
 
+// Simulated agents use node:http with a keep-alive agent: real HTTP over loopback, but a
+// lighter client than fetch, so less of the shared 2 cores goes to the simulation.
+const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
 async function call<T = any>(base: string, method: string, p: string, o: CallOptions = {}): Promise<Res<T>> {
   const headers: Record<string, string> = {};
   if (o.token) headers.authorization = `Bearer ${o.token}`;
@@ -57,17 +62,26 @@ async function call<T = any>(base: string, method: string, p: string, o: CallOpt
   if (o.body !== undefined) {
     body = JSON.stringify(o.body);
     headers['content-type'] = 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(body));
   }
   const t = now();
-  const res = await fetch(base + p, { method, headers, body, signal: o.signal });
-  const text = await res.text();
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = http.request(base + p, { method, headers, agent: keepAlive, signal: o.signal }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
   let parsed: unknown = text;
   try {
     parsed = text ? JSON.parse(text) : null;
   } catch {
     // not JSON: keep the text
   }
-  return { status: res.status, body: parsed as T, ms: now() - t };
+  return { status, body: parsed as T, ms: now() - t };
 }
 
 function ok<T>(res: Res<T>, what: string): T {
@@ -576,7 +590,7 @@ async function main(): Promise<number> {
   const { startOrchestrator } = await import('../src/server.ts');
   const { loadConfig } = await import('../src/config.ts');
   const { startEmbeddedPostgres } = await import('../src/db/embedded.ts');
-  const { workerLogger } = await import('../src/worker.ts');
+  const { workerLogger, runnerSettings } = await import('../src/worker.ts');
   const { createPool } = await import('../src/db/pool.ts');
   const { run: runGraphileWorker, makeWorkerUtils } = await import('graphile-worker');
   const pino = (await import('pino')).default;
@@ -936,13 +950,10 @@ async function main(): Promise<number> {
     let onTarget: (() => void) | null = null;
     const startRaw = async (): Promise<Runner> => {
       const runner = await runGraphileWorker({
+        ...runnerSettings(concurrency), // exactly the orchestrator's worker settings
         pgPool: gwPool,
-        concurrency,
-        noHandleSignals: true,
-        pollInterval: 500, // as src/worker.ts
         logger: gwLogger,
         taskList: { bench_noop: async () => {} },
-        crontab: '',
       });
       runner.events.on('job:success', ({ job }) => {
         if (job.task_identifier !== 'bench_noop') return;

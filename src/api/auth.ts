@@ -82,10 +82,34 @@ export function requireTenant(deps: AppDeps): MiddlewareHandler<AppEnv> {
   };
 }
 
+// Agents call several times per step; their credential is looked up at most every
+// AGENT_AUTH_TTL_MS per process. Changing an agent (disable, revoke, new key) through this
+// process forgets it at once; another process notices within the TTL.
+const AGENT_AUTH_TTL_MS = 2_000;
+const agentAuth = new Map<string, { agent: AuthAgent | null; until: number }>();
+
+async function findAgent(deps: AppDeps, hash: Buffer): Promise<AuthAgent | null> {
+  const key = hash.toString('base64');
+  const cached = agentAuth.get(key);
+  const now = Date.now();
+  if (cached && cached.until > now) return cached.agent;
+  const agent = await one<AuthAgent>(deps.pool, agentsSql.FindAgentByKeyHash, [hash]);
+  if (agentAuth.size > 10_000) agentAuth.clear();
+  // Unknown keys are not cached: a key created a moment ago must work at once.
+  if (agent) agentAuth.set(key, { agent, until: now + AGENT_AUTH_TTL_MS });
+  else agentAuth.delete(key);
+  return agent;
+}
+
+/** Drops an agent's cached credential (after its status or key changed). */
+export function forgetAgentCredential(agentId: string): void {
+  for (const [key, entry] of agentAuth) if (entry.agent?.id === agentId) agentAuth.delete(key);
+}
+
 /** Agent routes; `module` is the tenant module the route needs (seed 002 "Module Gating"). */
 export function requireAgent(deps: AppDeps, module: string | null): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const agent = await one<AuthAgent>(deps.pool, agentsSql.FindAgentByKeyHash, [hashToken(credentialOf(c))]);
+    const agent = await findAgent(deps, hashToken(credentialOf(c)));
     if (!agent || agent.status === 'revoked') throw new ApiError(401, 'unauthorized', 'The agent API key is not valid');
     if (agent.status !== 'active') throw new ApiError(403, 'agent_disabled', 'This agent is disabled');
     if (module && !agent.modules.includes(module)) {

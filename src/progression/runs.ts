@@ -48,10 +48,10 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
     now: run.db_now,
   });
 
-  let changed = run.status === 'pending';
   let dispatched = false;
+  let stepsFinished = false; // the run's counters change only when steps finish
   for (const action of actions) {
-    changed = true;
+    if (action.kind === 'complete' || action.kind === 'fail' || action.kind === 'skip') stepsFinished = true;
     switch (action.kind) {
       case 'complete':
         await exec(tx, stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId]);
@@ -85,7 +85,7 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
         return;
     }
   }
-  if (changed) await exec(tx, runsSql.SettleRun, [run.id, dispatched]);
+  if (dispatched || stepsFinished) await one(tx, runsSql.SettleRun, [run.id, dispatched, stepsFinished]);
 }
 
 

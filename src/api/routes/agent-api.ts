@@ -63,6 +63,7 @@ export function agentApiRoutes(deps: AppDeps) {
   const touch = async (agent: AuthAgent) => {
     if (agent.last_seen_at && Date.now() - agent.last_seen_at.getTime() < TOUCH_EVERY_MS) return;
     await many(deps.pool, agentsSql.TouchAgent, [agent.id, o.agentOfflineAfterSeconds]);
+    agent.last_seen_at = new Date(); // the cached credential carries it until it is looked up again
   };
 
   // Heartbeat needs no module: agents report health even when the tenant's plan lapsed.
@@ -72,6 +73,7 @@ export function agentApiRoutes(deps: AppDeps) {
     const { version, hostname, command_ids, running_command_ids, ...rest } = body;
     const named = [...(command_ids ?? []), ...(running_command_ids ?? [])];
     await one(deps.pool, agentsSql.RecordHeartbeat, [agent.id, version ?? null, hostname ?? null, rest, o.agentOfflineAfterSeconds]);
+    agent.last_seen_at = new Date();
     const stop = await many<{ id: string }>(deps.pool, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]);
     return c.json({
       status: 'ok',

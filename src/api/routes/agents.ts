@@ -2,7 +2,7 @@
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
-import { newSecret, requireTenant, type AppEnv } from '../auth.ts';
+import { forgetAgentCredential, newSecret, requireTenant, type AppEnv } from '../auth.ts';
 import { conflict, notFound } from '../errors.ts';
 import { pageOf, pageResult, parseBody, parseInput, pathId, queryOf } from '../input.ts';
 import { presentAgent } from '../present.ts';
@@ -81,6 +81,7 @@ export function agentRoutes(deps: AppDeps) {
       ]);
       return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
     });
+    forgetAgentCredential(id);
     return c.json(presentAgent(row!));
   });
 
@@ -97,6 +98,7 @@ export function agentRoutes(deps: AppDeps) {
       if (status !== 'active') await releaseAgentWork(tx, id, `agent '${current.name}' was ${status}`);
       return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
     });
+    forgetAgentCredential(id);
     return c.json(presentAgent(row!));
   };
   r.post('/:id/activate', setStatus('active'));
@@ -114,6 +116,7 @@ export function agentRoutes(deps: AppDeps) {
       await one(tx, agentsSql.SetAgentKey, [tenantId, id, secret.hash, secret.display]);
       return one<AgentRow>(tx, agentsSql.GetAgent, [tenantId, id]);
     });
+    forgetAgentCredential(id);
     return c.json({ agent: presentAgent(row!), api_key: secret.token });
   });
 
