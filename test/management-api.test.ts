@@ -393,6 +393,41 @@ describe('pipelines', () => {
     assert.equal(runV2.total_steps, 6);
   });
 
+  it('a PUT or step edit that changes nothing makes no new version', async () => {
+    const p = await createPipeline(h, t, { name: 'Steady', steps: [step('a'), step('b', { depends_on: ['a'] })] });
+    const same = await h.request('PUT', `/api/v1/pipelines/${p.id}`, { token: t.token, body: { name: 'Steady', steps: p.steps } });
+    assert.equal(same.status, 200, JSON.stringify(same.body));
+    assert.equal(same.body.version, 1);
+    const noop = await h.request('PUT', `/api/v1/pipelines/${p.id}/steps/a`, { token: t.token, body: {} });
+    assert.equal(noop.status, 200, JSON.stringify(noop.body));
+    assert.equal(noop.body.pipeline_version, 1);
+    const changed = await h.request('PUT', `/api/v1/pipelines/${p.id}/steps/a`, { token: t.token, body: { timeout: '5m' } });
+    assert.equal(changed.body.pipeline_version, 2);
+    assert.equal(changed.body.timeout_seconds, 300);
+  });
+
+  it('settings.priority sets the priority of the run\'s commands; an unknown priority is a 400', async () => {
+    const bad = await h.request('POST', '/api/v1/pipelines', { token: t.token, body: { name: 'Loud', steps: [step('a')], settings: { priority: 'urgent' } } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.details[0].path, 'settings.priority');
+    const calm = await createPipeline(h, t, { name: 'Calm', steps: [step('a', { tool: 'prio-tool' })] });
+    const p = await createPipeline(h, t, { name: 'Urgent', steps: [step('a', { tool: 'prio-tool' })], settings: { priority: 'critical' } });
+    const first = await startRun(h, t, calm.id);
+    await h.settle();
+    const run = await startRun(h, t, p.id);
+    await h.settle();
+    const cmds = await h.request('GET', `/api/v1/commands?pipeline_run_id=${run.id}`, { token: t.token });
+    assert.equal(cmds.body.items.length, 1);
+    assert.equal(cmds.body.items[0].priority, 'critical');
+    // The critical command was created later but is handed out first.
+    const agent = await TestAgent.create(h, t, { tools: ['prio-tool'] });
+    const [got] = await agent.poll({ limit: 1 });
+    assert.equal(got.payload.pipeline_run_id, run.id);
+    const [next] = await agent.poll({ limit: 1 });
+    assert.equal(next.payload.pipeline_run_id, first.id);
+    assert.equal(next.priority, 'normal');
+  });
+
   it('DELETE → 204, then 404 and gone from the list', async () => {
     const p = await createPipeline(h, t, { name: 'Doomed', steps: [step('a')] });
     const del = await h.request('DELETE', `/api/v1/pipelines/${p.id}`, { token: t.token });

@@ -33,6 +33,8 @@ export type Settings = {
   retry_failed_steps: number;
   timeout?: string;
   queue_timeout?: string;
+  /** The priority of the run's commands: agents get higher priorities first. */
+  priority?: 'low' | 'normal' | 'high' | 'critical';
   notification?: Record<string, unknown>;
 };
 
@@ -145,6 +147,7 @@ const SettingsSchema = v.looseObject({
   retry_failed_steps: v.optional(Count(0, 100)),
   timeout: v.optional(v.nullable(Duration)),
   queue_timeout: v.optional(v.nullable(Duration)),
+  priority: v.optional(v.picklist(['low', 'normal', 'high', 'critical'], 'must be low, normal, high or critical')),
   notification: v.optional(v.nullable(JsonObject)),
 });
 

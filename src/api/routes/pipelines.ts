@@ -62,10 +62,16 @@ export function pipelineRoutes(deps: AppDeps) {
 
   const respond = async (db: Queryable, p: PipelineRow) => presentPipeline(p, await versionSteps(db, p.id, p.version));
 
-  /** Validates doc and saves it as the pipeline's next version (the caller checked the lock). */
-  const saveVersion = async (tx: Queryable, tenantId: string, id: string, doc: unknown) => {
+  /**
+   * Validates doc and saves it as the pipeline's next version (the caller holds the lock).
+   * A document that normalizes to the current version changes nothing.
+   */
+  const saveVersion = async (tx: Queryable, tenantId: string, current: PipelineRow, doc: unknown) => {
+    const id = current.id;
     const checked = validatePipeline(doc);
     if (!checked.ok) rejectDocument(checked.problems);
+    const same = validatePipeline(documentOf(current, await versionSteps(tx, id, current.version)));
+    if (same.ok && JSON.stringify(same.value) === JSON.stringify(checked.value)) return current;
     try {
       return await bumpPipeline(tx, tenantId, id, checked.value);
     } catch (err) {
@@ -115,8 +121,8 @@ export function pipelineRoutes(deps: AppDeps) {
     const tenantId = c.get('tenant').id;
     const doc = await readJson(c);
     const body = await withTransaction(deps.pool, async (tx) => {
-      await lockPipeline(tx, tenantId, id);
-      return respond(tx, await saveVersion(tx, tenantId, id, doc));
+      const current = await lockPipeline(tx, tenantId, id);
+      return respond(tx, await saveVersion(tx, tenantId, current, doc));
     });
     return c.json(body);
   });
@@ -173,7 +179,7 @@ export function pipelineRoutes(deps: AppDeps) {
       const p = await lockPipeline(tx, tenantId, id);
       const doc = documentOf(p, await versionSteps(tx, id, p.version));
       const { steps, focus } = edit(doc.steps, c, input);
-      const saved = await saveVersion(tx, tenantId, id, { ...doc, steps });
+      const saved = await saveVersion(tx, tenantId, p, { ...doc, steps });
       const savedSteps = await versionSteps(tx, id, saved.version);
       return { saved, savedSteps, focus };
     });
