@@ -314,6 +314,19 @@ CREATE FUNCTION run_next_deadline(p_run_id uuid) RETURNS timestamptz LANGUAGE sq
   WHERE c.pipeline_run_id = p_run_id AND c.status IN ('pending', 'acknowledged', 'running')
 $$;
 
+-- A run's step counters, from its step runs (failed counts timed-out steps too; findings
+-- count completed steps only).
+CREATE FUNCTION run_step_counts(p_run_id uuid)
+RETURNS TABLE (total integer, completed integer, failed integer, skipped integer, findings integer)
+LANGUAGE sql STABLE AS $$
+  SELECT count(*)::int,
+         count(*) FILTER (WHERE status = 'completed')::int,
+         count(*) FILTER (WHERE status IN ('failed', 'timeout'))::int,
+         count(*) FILTER (WHERE status = 'skipped')::int,
+         coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0)::int
+  FROM step_runs WHERE pipeline_run_id = p_run_id
+$$;
+
 -- Run transitions → events. pending → running is 'started'; a terminal status is named as is.
 CREATE FUNCTION pipeline_runs_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

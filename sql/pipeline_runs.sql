@@ -72,12 +72,7 @@ WITH next AS (
   UPDATE pipeline_runs r
   SET total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
       skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
-  FROM (SELECT count(*) AS total,
-               count(*) FILTER (WHERE status = 'completed') AS completed,
-               count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
-               count(*) FILTER (WHERE status = 'skipped') AS skipped,
-               coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
-        FROM step_runs WHERE pipeline_run_id = $1 AND $3::boolean) c
+  FROM run_step_counts($1) c
   WHERE r.id = $1 AND $3::boolean
   RETURNING r.id
 )
@@ -93,12 +88,7 @@ UPDATE pipeline_runs r
 SET status = $2, error_message = $3, completed_at = now(), started_at = coalesce(r.started_at, now()),
     total_steps = c.total, completed_steps = c.completed, failed_steps = c.failed,
     skipped_steps = c.skipped, total_findings = c.findings, updated_at = now()
-FROM (SELECT count(*) AS total,
-             count(*) FILTER (WHERE status = 'completed') AS completed,
-             count(*) FILTER (WHERE status IN ('failed', 'timeout')) AS failed,
-             count(*) FILTER (WHERE status = 'skipped') AS skipped,
-             coalesce(sum(findings_count) FILTER (WHERE status = 'completed'), 0) AS findings
-      FROM step_runs WHERE pipeline_run_id = $1) c
+FROM run_step_counts($1) c
 WHERE r.id = $1 AND r.status IN ('pending', 'running') AND (SELECT count(*) FROM timer) >= 0
 RETURNING r.*;
 

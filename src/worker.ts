@@ -4,10 +4,31 @@ import { readdir } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { run, Logger, type Runner, type Task, type TaskList } from 'graphile-worker';
 import type pg from 'pg';
+import * as v from 'valibot';
+import { inTransaction } from './db/transaction.ts';
 import type { Logger as Pino } from 'pino';
 import type { OrchestrationConfig } from './config.ts';
 
 export type TaskDeps = { orchestration: OrchestrationConfig };
+
+/**
+ * A task that validates its payload first and then does its work in one transaction. A
+ * payload that does not validate is logged and dropped: retrying cannot make it valid.
+ */
+export function transactionalTask<S extends v.GenericSchema>(
+  name: string,
+  payloadSchema: S,
+  work: (tx: pg.PoolClient, payload: v.InferOutput<S>, deps: TaskDeps) => Promise<void>,
+): (deps: TaskDeps) => Task {
+  return (deps) => async (payload, helpers) => {
+    const parsed = v.safeParse(payloadSchema, payload);
+    if (!parsed.success) {
+      helpers.logger.error(`${name}: invalid payload ${JSON.stringify(payload)}; dropped`);
+      return;
+    }
+    await helpers.withPgClient((client) => inTransaction(client as pg.PoolClient, (tx) => work(tx, parsed.output, deps)));
+  };
+}
 
 const tasksDir = fileURLToPath(new URL('../tasks/', import.meta.url));
 

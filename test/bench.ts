@@ -30,13 +30,13 @@ import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Runner } from 'graphile-worker';
+import { freePort } from './support/ports.ts';
 
 // ---------------------------------------------------------------------------------------
 // Shared helpers (main thread and client thread)
@@ -378,16 +378,6 @@ function envInt(name: string, dflt: number): number {
   return n;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 let clockTicks = 0;
 function ticksPerSecond(): number {

@@ -4,24 +4,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { freePort } from './support/ports.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const mainTs = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -92,7 +82,6 @@ async function stop(p: Proc, ms = 10_000) {
   return withTimeout(p.exited, ms, 'exit after SIGTERM');
 }
 
-type Json = Record<string, any>;
 
 async function call(base: string, method: string, path: string, opts: { token?: string; apiKey?: string; body?: unknown; signal?: AbortSignal } = {}) {
   const headers: Record<string, string> = {};
