@@ -1,8 +1,8 @@
 -- Pipeline runs: creation, reads and the transitions of a run.
 
 -- name: InsertRun :one
--- Creates a pending run of a pipeline's current version with one step run per step, and
--- enqueues its first advance in the same statement.
+-- Creates a pending run of a pipeline's current version with one step run per step. It
+-- waits for a slot until AdmitRuns admits it (and enqueues its first advance).
 WITH pipeline AS (
   SELECT p.id, p.version, v.settings
   FROM pipeline_templates p JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version
@@ -19,11 +19,16 @@ WITH pipeline AS (
   SELECT $1, run.id, s.id, s.step_key, s.name, s.step_order, s.depends_on, s.max_retries + 1
   FROM run JOIN pipeline_steps s ON s.pipeline_id = run.pipeline_id AND s.version = run.pipeline_version
   RETURNING id
-), advance AS (
-  SELECT request_run_advance(run.id) AS job
-  FROM run
 )
-SELECT run.* FROM run, advance WHERE (SELECT count(*) FROM steps) >= 0;
+SELECT run.* FROM run WHERE (SELECT count(*) FROM steps) >= 0;
+
+-- name: AdmitRuns :one
+-- Admits the tenant's waiting runs that fit under its and their scans' limits (admit_runs).
+SELECT admit_runs($1) AS admitted;
+
+-- name: GetRunsByIds :many
+-- Runs by id (after admission, to answer with their state).
+SELECT * FROM pipeline_runs WHERE id = ANY ($1::uuid[]) ORDER BY created_at, id;
 
 -- name: GetRun :one
 -- A run of a tenant.
@@ -51,8 +56,11 @@ SELECT *, now() AS db_now FROM pipeline_runs WHERE id = $1 FOR UPDATE;
 SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
 
 -- name: StartRun :exec
--- pending → running.
-UPDATE pipeline_runs SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+-- pending → running; a run with settings.timeout ($2 seconds) gets its deadline.
+UPDATE pipeline_runs
+SET status = 'running', started_at = coalesce(started_at, now()),
+    deadline_at = CASE WHEN $2::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $2::integer) END,
+    updated_at = now()
 WHERE id = $1 AND status = 'pending';
 
 -- name: SettleRun :one
@@ -78,6 +86,14 @@ WITH next AS (
 )
 SELECT (SELECT count(*) FROM armed) AS armed, (SELECT count(*) FROM counted) AS counted;
 
+-- name: StartAdmittedRun :exec
+-- pending → running for a run that was admitted (StartRun, for an admitted run only).
+UPDATE pipeline_runs
+SET status = 'running', started_at = coalesce(started_at, now()),
+    deadline_at = CASE WHEN $2::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $2::integer) END,
+    updated_at = now()
+WHERE id = $1 AND status = 'pending' AND admitted_at IS NOT NULL;
+
 -- name: FinishRun :one
 -- Ends a run that is still in progress, with its final counters (the event carries them),
 -- and removes its expiry timer (nothing of it is in flight any more).
@@ -93,16 +109,13 @@ WHERE r.id = $1 AND r.status IN ('pending', 'running') AND (SELECT count(*) FROM
 RETURNING r.*;
 
 -- name: ReopenRun :one
--- A finished, unsuccessful run goes back to running for a manual retry, and is advanced.
-WITH run AS (
-  UPDATE pipeline_runs SET status = 'running', completed_at = NULL, error_message = NULL, updated_at = now()
-  WHERE id = $1 AND status IN ('failed', 'cancelled', 'timeout')
-  RETURNING *
-), advance AS (
-  SELECT request_run_advance(run.id) AS job
-  FROM run
-)
-SELECT run.* FROM run, advance;
+-- A finished, unsuccessful run goes back to pending for a manual retry; it starts again
+-- when admitted under the limits (AdmitRuns), with a new deadline.
+UPDATE pipeline_runs
+SET status = 'pending', admitted_at = NULL, completed_at = NULL, deadline_at = NULL, error_message = NULL,
+    updated_at = now()
+WHERE id = $1 AND status IN ('failed', 'cancelled', 'timeout')
+RETURNING *;
 
 -- name: EnqueueAdvance :exec
 -- Asks for a run to be advanced (coalesced per run).

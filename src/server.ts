@@ -15,7 +15,7 @@ import { createApp } from './api/app.ts';
 import { CommandSignals } from './api/signals.ts';
 import { hashToken, newSecret } from './api/auth.ts';
 import { one } from './store/query.ts';
-import { tenantsSql } from './store/queries.ts';
+import { scansSql, tenantsSql } from './store/queries.ts';
 
 export type Orchestrator = {
   url: string;
@@ -67,6 +67,9 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
     await migrate(databaseUrl, { info: (m) => logger.info(m) });
     const pool = createPool(databaseUrl, 20);
     stops.push(() => pool.end());
+    // The scheduler's job may be missing (a database restored from a backup, jobs cleared):
+    // arm it for the earliest due scan. Scans missed while everything was down fire once.
+    await one(pool, scansSql.ArmScheduler, []);
     const admin = await adminCredential(pool, config.adminToken);
 
     let worker: Runner | null = null;

@@ -9,7 +9,7 @@ import { inTransaction } from './db/transaction.ts';
 import type { Logger as Pino } from 'pino';
 import type { OrchestrationConfig } from './config.ts';
 
-export type TaskDeps = { orchestration: OrchestrationConfig };
+export type TaskDeps = { orchestration: OrchestrationConfig; concurrency: number };
 
 /**
  * A task that validates its payload first and then does its work in one transaction. A
@@ -88,6 +88,6 @@ export async function startWorker(opts: WorkerOptions): Promise<Runner> {
     ...runnerSettings(opts.concurrency),
     pgPool: opts.pgPool,
     logger: workerLogger(opts.logger.child({ component: 'worker' })),
-    taskList: await loadTasks({ orchestration: opts.orchestration }),
+    taskList: await loadTasks({ orchestration: opts.orchestration, concurrency: opts.concurrency }),
   });
 }

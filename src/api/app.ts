@@ -13,9 +13,11 @@ import { tenantRoutes } from './routes/tenants.ts';
 import { assetRoutes } from './routes/assets.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { pipelineRoutes } from './routes/pipelines.ts';
+import { templateRoutes } from './routes/templates.ts';
 import { runRoutes } from './routes/runs.ts';
 import { commandRoutes } from './routes/commands.ts';
 import { agentApiRoutes } from './routes/agent-api.ts';
+import { scanRoutes } from './routes/scans.ts';
 
 export type AppDeps = {
   pool: pg.Pool;
@@ -46,8 +48,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/api/v1/assets', assetRoutes(deps));
   app.route('/api/v1/agents', agentRoutes(deps));
   app.route('/api/v1/pipelines', pipelineRoutes(deps));
+  app.route('/api/v1/pipeline-templates', templateRoutes(deps));
   app.route('/api/v1/pipeline-runs', runRoutes(deps));
   app.route('/api/v1/commands', commandRoutes(deps));
+  app.route('/api/v1/scans', scanRoutes(deps));
   app.route('/api/v1/agent', agentApiRoutes(deps));
 
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(), 404));

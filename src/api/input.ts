@@ -66,6 +66,11 @@ const PageQuery = v.object({
   cursor: v.optional(v.string()),
 });
 
+/** Just the `limit` of a list query (for lists with their own cursor). */
+export function limitOf(c: Context): number {
+  return parseInput(v.object({ limit: PageQuery.entries.limit }), { limit: c.req.query('limit') }).limit;
+}
+
 export function pageOf(c: Context): Page {
   const q = parseInput(PageQuery, { limit: c.req.query('limit'), cursor: c.req.query('cursor') });
   if (!q.cursor) return { limit: q.limit, after: null };

@@ -64,6 +64,7 @@ export function presentRun(r: RunRow, stepRuns?: StepRunRow[]) {
     status: r.status, context: r.context, total_steps: r.total_steps, completed_steps: r.completed_steps,
     failed_steps: r.failed_steps, skipped_steps: r.skipped_steps, total_findings: r.total_findings,
     started_at: iso(r.started_at), completed_at: iso(r.completed_at), error_message: r.error_message,
+    admitted_at: iso(r.admitted_at), deadline_at: iso(r.deadline_at),
     created_at: iso(r.created_at), updated_at: iso(r.updated_at),
     ...(stepRuns ? { step_runs: stepRuns.map(presentStepRun) } : {}),
   };

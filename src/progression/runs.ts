@@ -36,7 +36,10 @@ export function lockRun(tx: Queryable, runId: string): Promise<(RunRow & { db_no
 export async function advanceRun(tx: Queryable, runId: string, orchestration: OrchestrationConfig): Promise<void> {
   const run = await lockRun(tx, runId);
   if (!run || TERMINAL_RUN.has(run.status)) return;
-  if (run.status === 'pending') await exec(tx, runsSql.StartRun, [run.id]);
+  if (run.status === 'pending') {
+    if (!run.admitted_at) return; // waiting for a slot: admit_runs advances it when admitted
+    await exec(tx, runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
+  }
 
   const rows = await many<AdvanceRow>(tx, stepRunsSql.StepRunsForAdvance, [run.id]);
   const byId = new Map(rows.map((r) => [r.id, r]));
@@ -78,10 +81,10 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
       }
       case 'fail_fast':
         await cancelUnfinished(tx, run.id, 'cancelled by fail_fast after a step failed');
-        await one(tx, runsSql.FinishRun, [run.id, 'failed', action.errorMessage]);
+        await finishRun(tx, run, 'failed', action.errorMessage);
         return;
       case 'finish':
-        await one(tx, runsSql.FinishRun, [run.id, action.status, action.errorMessage]);
+        await finishRun(tx, run, action.status, action.errorMessage);
         return;
     }
   }
@@ -90,17 +93,62 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
 
 
 /**
- * The run's expiry timer fired: every in-flight command past its deadline expires, the run
- * advances (retry or failure), and the timer is set for the next deadline.
+ * The run's timer fired. A run past its own deadline (settings.timeout) ends as timeout:
+ * its in-flight commands and unfinished steps are cancelled. Otherwise every in-flight
+ * command past its deadline expires and the run advances (retry or failure). Then the
+ * timer is set for the next deadline.
  */
 export async function expireRunCommands(tx: Queryable, runId: string, orchestration: OrchestrationConfig): Promise<void> {
   const run = await lockRun(tx, runId);
   if (!run) return;
   if (!TERMINAL_RUN.has(run.status)) {
-    const expired = await many(tx, commandsSql.ExpireRunCommands, [run.id]);
-    if (expired.length > 0) await advanceRun(tx, run.id, orchestration);
+    if (run.deadline_at && run.deadline_at.getTime() <= run.db_now.getTime()) {
+      await cancelRun(tx, run, 'timeout', `the run did not finish within its timeout (${run.settings.timeout})`);
+    } else {
+      const expired = await many(tx, commandsSql.ExpireRunCommands, [run.id]);
+      if (expired.length > 0) await advanceRun(tx, run.id, orchestration);
+    }
   }
   await one(tx, commandsSql.ArmRunTimer, [run.id]);
+}
+
+/**
+ * Ends a run that is in progress (its counters are final, its timer removed) and lets the
+ * tenant's waiting runs take the slot it frees.
+ */
+async function finishRun(tx: Queryable, run: RunRow, status: string, message: string | null): Promise<RunRow | null> {
+  const finished = await one<RunRow>(tx, runsSql.FinishRun, [run.id, status, message]);
+  if (finished) await one(tx, runsSql.AdmitRuns, [run.tenant_id]);
+  return finished;
+}
+
+export type NewRun = {
+  tenantId: string;
+  pipelineId: string;
+  assetId: string | null;
+  target: Record<string, unknown>;
+  scanId: string | null;
+  triggerType: 'manual' | 'api' | 'schedule' | 'webhook' | 'on_asset_discovery';
+  triggeredBy: string;
+  context: Record<string, unknown>;
+};
+
+/**
+ * Creates runs of a pipeline's current version and admits those that fit under the
+ * tenant's and scans' limits (the others wait as pending, oldest first). Returns the runs
+ * as they are after admission; none when the pipeline does not exist.
+ */
+export async function createRuns(tx: Queryable, runs: NewRun[]): Promise<RunRow[]> {
+  const ids: string[] = [];
+  for (const r of runs) {
+    const row = await one<RunRow>(tx, runsSql.InsertRun, [
+      r.tenantId, r.pipelineId, r.assetId, r.scanId, r.triggerType, r.triggeredBy, r.context, r.target,
+    ]);
+    if (!row) return [];
+    ids.push(row.id);
+  }
+  for (const tenantId of new Set(runs.map((r) => r.tenantId))) await one(tx, runsSql.AdmitRuns, [tenantId]);
+  return many<RunRow>(tx, runsSql.GetRunsByIds, [ids]);
 }
 
 async function dispatchStep(
@@ -154,7 +202,7 @@ export async function cancelRun(
 ): Promise<RunRow | null> {
   if (TERMINAL_RUN.has(run.status)) return null;
   await cancelUnfinished(tx, run.id, reason);
-  return one<RunRow>(tx, runsSql.FinishRun, [run.id, status, reason]);
+  return finishRun(tx, run, status, reason);
 }
 
 /**
@@ -179,7 +227,11 @@ export async function retryRun(tx: Queryable, run: RunRow): Promise<RunRow | nul
   }
   const ids = steps.filter((s) => reset.has(s.step_key)).map((s) => s.id);
   await exec(tx, stepRunsSql.ResetStepsForRetry, [run.id, ids]);
-  return one<RunRow>(tx, runsSql.ReopenRun, [run.id]);
+  await one<RunRow>(tx, runsSql.ReopenRun, [run.id]);
+  await one(tx, runsSql.AdmitRuns, [run.tenant_id]);
+  // Admitted at once (a slot was free): it is running again; otherwise it waits as pending.
+  await exec(tx, runsSql.StartAdmittedRun, [run.id, parseDuration(run.settings.timeout)]);
+  return one<RunRow>(tx, runsSql.GetRun, [run.tenant_id, run.id]);
 }
 
 function toStepState(r: AdvanceRow): StepState {

@@ -22,8 +22,14 @@ export const pipelinesSql = loadQueries('pipelines.sql', [
 ] as const);
 
 export const runsSql = loadQueries('pipeline_runs.sql', [
-  'InsertRun', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'SettleRun', 'FinishRun',
+  'InsertRun', 'AdmitRuns', 'GetRunsByIds', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'StartAdmittedRun', 'SettleRun', 'FinishRun',
   'ReopenRun', 'EnqueueAdvance', 'ListRunEvents',
+] as const);
+
+export const scansSql = loadQueries('scans.sql', [
+  'InsertScan', 'GetScan', 'LockScan', 'ListScans', 'UpdateScan', 'DeleteScan', 'ClaimDueScan', 'CountDueScans',
+  'AdvanceSchedule', 'ArmScheduler', 'AddSchedulerTicks', 'TargetAssets', 'ActiveScanRuns', 'InsertScanFire',
+  'ListScanFires',
 ] as const);
 
 export const stepRunsSql = loadQueries('step_runs.sql', [

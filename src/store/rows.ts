@@ -92,6 +92,10 @@ export type RunRow = {
   error_message: string | null;
   created_at: Date;
   updated_at: Date;
+  /** NULL while the run waits for a slot under its scan's or tenant's limit. */
+  admitted_at: Date | null;
+  /** started_at + settings.timeout. */
+  deadline_at: Date | null;
 };
 
 export type StepStatus = 'pending' | 'queued' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled' | 'timeout';
@@ -152,6 +156,40 @@ export type CommandRow = {
   expires_at: Date;
   created_at: Date;
   updated_at: Date;
+};
+
+export type ScanRow = {
+  id: string;
+  tenant_id: string;
+  name: string;
+  description: string | null;
+  pipeline_id: string;
+  targets: Record<string, unknown>;
+  schedule_type: 'manual' | 'daily' | 'weekly' | 'monthly' | 'cron';
+  cron_expression: string | null;
+  timezone: string;
+  status: 'active' | 'paused' | 'disabled';
+  context: Record<string, unknown>;
+  max_active_runs: number;
+  next_run_at: Date | null;
+  last_run_at: Date | null;
+  managed_by: string | null;
+  trigger_index: number | null;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type ScanFireRow = {
+  id: number;
+  tenant_id: string;
+  scan_id: string;
+  trigger_type: string;
+  triggered_by: string | null;
+  due_at: Date | null;
+  fired_at: Date;
+  run_ids: string[];
+  waiting_runs: number;
+  skipped: { asset_id: string | null; reason: string }[];
 };
 
 export type EventRow = {

@@ -11,9 +11,10 @@ import { presentPipeline, presentRun, presentStep } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { many, one } from '../../store/query.ts';
-import { assetsSql, pipelinesSql, runsSql } from '../../store/queries.ts';
-import type { AssetRow, PipelineRow, PipelineStepRow, RunRow } from '../../store/rows.ts';
+import { assetsSql, pipelinesSql } from '../../store/queries.ts';
+import type { AssetRow, PipelineRow, PipelineStepRow } from '../../store/rows.ts';
 import { bumpPipeline, createPipeline, stepsOfPipelines, versionSteps } from '../../store/pipelines.ts';
+import { createRuns } from '../../progression/runs.ts';
 import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
 import { assetSnapshot } from '../../domain/assets.ts';
 import { JsonObject } from '../../domain/json.ts';
@@ -48,6 +49,33 @@ function documentOf(p: PipelineRow, steps: PipelineStepRow[]): Record<string, un
 function nameTaken(err: unknown): boolean {
   return (err as { code?: string; constraint?: string }).code === '23505' &&
     (err as { constraint?: string }).constraint === 'pipeline_templates_name_key';
+}
+
+/** The names a copy takes when none is given: "<name> (copy)", "<name> (copy 2)", … */
+export function copyNames(name: string): string[] {
+  return Array.from({ length: 50 }, (_, i) => `${name} (copy${i ? ` ${i + 1}` : ''})`);
+}
+
+/**
+ * Saves doc as a new pipeline of the tenant under the first of names that is free (clone,
+ * system templates); each try is under a savepoint so a taken name does not end the
+ * transaction. 409 name_taken when every name is taken.
+ */
+export async function createUnderFreeName(tx: Queryable, tenantId: string, doc: Record<string, unknown>, names: string[]): Promise<PipelineRow> {
+  for (const candidate of names) {
+    const checked = validatePipeline({ ...doc, name: candidate });
+    if (!checked.ok) rejectDocument(checked.problems);
+    await tx.query('SAVEPOINT pipeline_name');
+    try {
+      const created = await createPipeline(tx, tenantId, checked.value);
+      await tx.query('RELEASE SAVEPOINT pipeline_name');
+      return created;
+    } catch (err) {
+      await tx.query('ROLLBACK TO SAVEPOINT pipeline_name');
+      if (!nameTaken(err)) throw err;
+    }
+  }
+  throw conflict('name_taken', `A pipeline named '${names[0]}' already exists`);
 }
 
 async function lockPipeline(tx: Queryable, tenantId: string, id: string): Promise<PipelineRow> {
@@ -141,21 +169,7 @@ export function pipelineRoutes(deps: AppDeps) {
       const source = await one<PipelineRow>(tx, pipelinesSql.GetPipeline, [tenantId, id]);
       if (!source) throw notFound('pipeline');
       const doc = documentOf(source, await versionSteps(tx, id, source.version));
-      const candidates = name ? [name] : Array.from({ length: 50 }, (_, i) => `${source.name} (copy${i ? ` ${i + 1}` : ''})`);
-      for (const candidate of candidates) {
-        const checked = validatePipeline({ ...doc, name: candidate });
-        if (!checked.ok) rejectDocument(checked.problems);
-        await tx.query('SAVEPOINT clone');
-        try {
-          const created = await createPipeline(tx, tenantId, checked.value);
-          await tx.query('RELEASE SAVEPOINT clone');
-          return respond(tx, created);
-        } catch (err) {
-          await tx.query('ROLLBACK TO SAVEPOINT clone');
-          if (!nameTaken(err)) throw err;
-        }
-      }
-      throw conflict('name_taken', `A pipeline named '${candidates[0]}' already exists`);
+      return respond(tx, await createUnderFreeName(tx, tenantId, doc, name ? [name] : copyNames(source.name)));
     });
     return c.json(body, 201);
   });
@@ -253,9 +267,10 @@ export function pipelineRoutes(deps: AppDeps) {
         if (!asset) throw invalid([{ path: 'asset_id', message: 'unknown asset' }]);
         target = assetSnapshot(asset);
       }
-      const row = await one<RunRow>(tx, runsSql.InsertRun, [
-        tenantId, id, body.asset_id ?? null, null, 'manual', body.triggered_by ?? 'api', body.context, target,
-      ]);
+      const [row] = await createRuns(tx, [{
+        tenantId, pipelineId: id, assetId: body.asset_id ?? null, target, scanId: null, triggerType: 'manual',
+        triggeredBy: body.triggered_by ?? 'api', context: body.context,
+      }]);
       if (!row) throw notFound('pipeline');
       return row;
     });
