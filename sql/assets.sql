@@ -1,9 +1,20 @@
 -- Assets: what pipelines scan.
 
 -- name: InsertAsset :one
--- Creates an asset.
-INSERT INTO assets (tenant_id, type, name, value, tags, criticality, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
+-- Creates an asset; when a pipeline of the tenant has an on_asset_discovery trigger, the
+-- asset_discovered job (which starts the matching runs) is enqueued with it.
+WITH asset AS (
+  INSERT INTO assets (tenant_id, type, name, value, tags, criticality, metadata)
+  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+), discovered AS (
+  SELECT graphile_worker.add_job('asset_discovered', json_build_object('asset_id', asset.id),
+           job_key => 'asset_discovered:' || asset.id) AS job
+  FROM asset
+  WHERE EXISTS (SELECT 1 FROM pipeline_templates p
+                WHERE p.tenant_id = asset.tenant_id AND p.deleted_at IS NULL AND p.is_active
+                  AND p.triggers @> '[{"type": "on_asset_discovery"}]'::jsonb)
+)
+SELECT asset.* FROM asset WHERE (SELECT count(*) FROM discovered) >= 0;
 
 -- name: GetAsset :one
 -- An asset of a tenant.
@@ -31,3 +42,7 @@ WHERE tenant_id = $1 AND id = $2 RETURNING *;
 -- name: DeleteAsset :one
 -- Deletes an asset; its runs keep their snapshot of it.
 DELETE FROM assets WHERE tenant_id = $1 AND id = $2 RETURNING id;
+
+-- name: GetAssetById :one
+-- An asset by id alone (for jobs, which carry no tenant).
+SELECT * FROM assets WHERE id = $1;

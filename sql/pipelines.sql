@@ -1,9 +1,9 @@
 -- Pipeline templates, their immutable versions and the steps of each version.
 
 -- name: InsertPipeline :one
--- Creates a pipeline at version 1.
-INSERT INTO pipeline_templates (tenant_id, name, description, triggers, settings, tags)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING *;
+-- Creates a pipeline at version 1 ($7: 'config' when the config file declares it).
+INSERT INTO pipeline_templates (tenant_id, name, description, triggers, settings, tags, managed_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *;
 
 -- name: BumpPipelineVersion :one
 -- Makes the given document the pipeline's next version.
@@ -62,6 +62,36 @@ JOIN unnest($1::uuid[], $2::int[]) AS v(pipeline_id, version)
 ORDER BY s.pipeline_id, s.step_order, s.step_key;
 
 -- name: SoftDeletePipeline :one
--- Deletes a pipeline; its runs and versions stay readable through the runs.
-UPDATE pipeline_templates SET deleted_at = now(), is_active = false, updated_at = now()
+-- Deletes a pipeline; its runs and versions stay readable through the runs. The scans of
+-- its schedule triggers go; other scans of it are disabled (they have nothing to run).
+WITH pipeline AS (
+  UPDATE pipeline_templates SET deleted_at = now(), is_active = false, webhook_token_hash = NULL, updated_at = now()
+  WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id
+), gone AS (
+  DELETE FROM scans WHERE pipeline_id IN (SELECT id FROM pipeline) AND managed_by = 'pipeline-trigger' RETURNING id
+), disabled AS (
+  UPDATE scans SET status = 'disabled', next_run_at = NULL, updated_at = now()
+  WHERE pipeline_id IN (SELECT id FROM pipeline) AND managed_by IS DISTINCT FROM 'pipeline-trigger' RETURNING id
+)
+SELECT pipeline.id FROM pipeline WHERE (SELECT count(*) FROM gone) + (SELECT count(*) FROM disabled) >= 0;
+
+-- name: SetWebhookToken :one
+-- Replaces a pipeline's webhook token hash (the old token stops working at once).
+UPDATE pipeline_templates SET webhook_token_hash = $3, updated_at = now()
 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id;
+
+-- name: FindPipelineByWebhookToken :one
+-- The live pipeline a webhook token belongs to.
+SELECT * FROM pipeline_templates WHERE id = $1 AND webhook_token_hash = $2 AND deleted_at IS NULL;
+
+-- name: PipelinesDiscovering :many
+-- A tenant's live, active pipelines with an on_asset_discovery trigger.
+SELECT * FROM pipeline_templates
+WHERE tenant_id = $1 AND deleted_at IS NULL AND is_active
+  AND triggers @> '[{"type": "on_asset_discovery"}]'::jsonb;
+
+-- name: DiscoveryRunExists :one
+-- Whether asset discovery already started a run of this pipeline on this asset (the task
+-- may run twice; it starts one run).
+SELECT EXISTS (SELECT 1 FROM pipeline_runs
+               WHERE pipeline_id = $1 AND asset_id = $2 AND trigger_type = 'on_asset_discovery') AS exists;

@@ -96,3 +96,15 @@ RETURNING *;
 -- A scan's fires, newest first.
 SELECT * FROM scan_fires WHERE tenant_id = $1 AND scan_id = $2 AND ($3::bigint IS NULL OR id < $3)
 ORDER BY id DESC LIMIT $4;
+
+-- name: TriggerScansOfPipeline :many
+-- The scans that implement a pipeline's schedule triggers, locked for syncing.
+SELECT * FROM scans WHERE pipeline_id = $1 AND managed_by = 'pipeline-trigger' ORDER BY trigger_index FOR UPDATE;
+
+-- name: DeleteScanById :exec
+-- Removes a scan (a schedule trigger that is gone, or a config scan no longer declared).
+DELETE FROM scans WHERE id = $1;
+
+-- name: ScanNamed :one
+-- The scan of a tenant with this name (names are unique per tenant, ignoring case).
+SELECT id FROM scans WHERE tenant_id = $1 AND lower(name) = lower($2);

@@ -24,10 +24,19 @@ before(async () => {
 });
 after(() => h.close());
 
-/** Runs the pipeline on an asset, completing every command the agent gets; returns the order of dispatch. */
+/**
+ * Creates the asset — the pipeline's `on_asset_discovery` trigger (as seed 001 writes it)
+ * starts a run on it — and completes every command the agent gets; returns the order of
+ * dispatch and the run.
+ */
 async function runToEnd(assetBody: Record<string, unknown>) {
   const asset = await createAsset(h, tenant, assetBody);
-  const run = await startRun(h, tenant, pipelineId, { asset_id: asset.id, context: { branch: 'main' } });
+  await h.settle();
+  const found = await h.request('GET', `/api/v1/pipeline-runs?asset_id=${asset.id}`, { token: tenant.token });
+  assert.equal(found.body.items.length, 1, 'asset discovery started exactly one run');
+  const run = found.body.items[0];
+  assert.equal(run.trigger_type, 'on_asset_discovery');
+  assert.equal(run.pipeline_id, pipelineId);
   const waves: string[][] = [];
   for (let i = 0; i < 10; i++) {
     await h.settle();
@@ -85,6 +94,27 @@ describe('Full Security Scan (seed 001)', () => {
     assert.equal(events.at(-1), 'pipeline.run.completed');
     assert.ok(events.includes('pipeline.step.skipped:infra'));
     assert.ok(events.indexOf('pipeline.step.queued:dast') > events.indexOf('pipeline.step.completed:sast'));
+  });
+
+  it('a manual run of the pipeline on an existing asset runs the same way', async () => {
+    const before = await runToEnd({ type: 'server', name: 'db-2', value: '10.0.0.6' });
+    const run = await startRun(h, tenant, pipelineId, { asset_id: before.run.asset_id, context: { branch: 'main' } });
+    assert.equal(run.trigger_type, 'manual');
+    const waves: string[][] = [];
+    for (let i = 0; i < 10; i++) {
+      await h.settle();
+      const commands = await agent.poll({ limit: 10 });
+      if (commands.length === 0) break;
+      waves.push(commands.map((c) => c.payload.step_key).sort());
+      for (const c of commands) {
+        assert.equal(c.payload.pipeline_run_id, run.id);
+        assert.equal(c.payload.context.branch, 'main');
+        await agent.finish(c.id, { findings_count: 1 });
+      }
+    }
+    await h.settle();
+    assert.deepEqual(waves, [['sast', 'sca', 'secrets'], ['infra']]);
+    assert.equal((await getRun(h, tenant, run.id)).status, 'completed');
   });
 
   it('a web application without a URL skips dast (has_url is false)', async () => {

@@ -18,6 +18,7 @@ import { runRoutes } from './routes/runs.ts';
 import { commandRoutes } from './routes/commands.ts';
 import { agentApiRoutes } from './routes/agent-api.ts';
 import { scanRoutes } from './routes/scans.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
 
 export type AppDeps = {
   pool: pg.Pool;
@@ -52,6 +53,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/api/v1/pipeline-runs', runRoutes(deps));
   app.route('/api/v1/commands', commandRoutes(deps));
   app.route('/api/v1/scans', scanRoutes(deps));
+  app.route('/api/v1/webhooks', webhookRoutes(deps));
   app.route('/api/v1/agent', agentApiRoutes(deps));
 
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `No route for ${c.req.method} ${c.req.path}`).toBody(), 404));

@@ -26,12 +26,26 @@ export type AppEnv = { Variables: { tenant: TenantRow; agent: AuthAgent } };
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 
 /** A new secret with a recognizable prefix; the prefix plus a few characters identify it in lists. */
-export function newSecret(prefix: 'sft' | 'sfa' | 'sfadm'): { token: string; hash: Buffer; display: string } {
+export function newSecret(prefix: 'sft' | 'sfa' | 'sfadm' | 'sfw'): { token: string; hash: Buffer; display: string } {
   const token = `${prefix}_${randomBytes(32).toString('base64url')}`;
   return { token, hash: hashToken(token), display: token.slice(0, prefix.length + 7) };
 }
 
 const QUERY_CREDENTIALS = ['token', 'api_key', 'apikey', 'access_token', 'key', 'auth'];
+
+/**
+ * The credential of a webhook request: as for the API, or in X-Webhook-Token or
+ * X-Gitlab-Token (GitLab sends its webhook secret there). Returns its SHA-256.
+ */
+export function webhookCredentialHash(c: Context): Buffer {
+  const header = c.req.header('x-webhook-token') ?? c.req.header('x-gitlab-token');
+  return hashToken(header && header.trim() ? header.trim() : credentialOf(c));
+}
+
+/** The tenant a tenant token belongs to, or null. */
+export function tenantOfToken(deps: AppDeps, hash: Buffer): Promise<TenantRow | null> {
+  return one<TenantRow>(deps.pool, tenantsSql.FindTenantByTokenHash, [hash]);
+}
 
 function credentialOf(c: Context): string {
   for (const name of QUERY_CREDENTIALS) {

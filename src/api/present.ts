@@ -41,8 +41,8 @@ export function presentPipeline(p: PipelineRow, steps: PipelineStepRow[], versio
   return {
     id: p.id, tenant_id: p.tenant_id, name: v.name, description: v.description,
     version: version?.version ?? p.version, current_version: p.version, triggers: v.triggers,
-    settings: v.settings, tags: v.tags, is_active: p.is_active, steps: steps.map(presentStep),
-    created_at: iso(p.created_at), updated_at: iso(p.updated_at),
+    settings: v.settings, tags: v.tags, is_active: p.is_active, managed_by: p.managed_by ?? null,
+    steps: steps.map(presentStep), created_at: iso(p.created_at), updated_at: iso(p.updated_at),
   };
 }
 

@@ -6,6 +6,7 @@ import { DURATION_HINT, formatDuration, parseDuration } from './durations.ts';
 import { expressionProblem, type Condition } from './conditions.ts';
 import { issuesToProblems, type Problem } from './problems.ts';
 import { JsonObject } from './json.ts';
+import { AssetFilterSchema, type AssetFilter } from './scans.ts';
 
 export type StepDef = {
   step_key: string;
@@ -21,11 +22,16 @@ export type StepDef = {
   retry_delay_seconds: number;
 };
 
+/**
+ * seed 001 triggers. A schedule fires on its targets (asset filters; none: one run with no
+ * asset), a webhook on its targets or the asset the request names, asset discovery on new
+ * assets that match its filter (none: every new asset).
+ */
 export type Trigger =
   | { type: 'manual' }
-  | { type: 'schedule'; cron: string; timezone?: string; targets?: unknown[] }
-  | { type: 'webhook'; event?: string }
-  | { type: 'on_asset_discovery'; asset_filter?: unknown };
+  | { type: 'schedule'; cron: string; timezone?: string; targets?: AssetFilter[] }
+  | { type: 'webhook'; event?: string; targets?: AssetFilter[] }
+  | { type: 'on_asset_discovery'; asset_filter?: AssetFilter };
 
 export type Settings = {
   max_parallel_steps: number;
@@ -124,6 +130,14 @@ const TimeZone = v.pipe(
   }, 'must be an IANA time zone like "Europe/Berlin"'),
 );
 
+// A trigger's target: `{asset_filter: ...}` (seed 001 "Scheduling") or the filter itself
+// (`{asset_type: repository, criticality: critical}`).
+const TriggerTarget = v.union(
+  [v.pipe(v.strictObject({ asset_filter: AssetFilterSchema }), v.transform((t) => t.asset_filter)), AssetFilterSchema],
+  'must be {asset_filter: ...} or a filter {type, tags, criticality, expression}',
+);
+const TriggerTargets = v.pipe(v.array(TriggerTarget), v.maxLength(50));
+
 // Seed 001 writes triggers in two forms: `- manual`, `- schedule: "0 2 * * *"`,
 // `- webhook: push`, and `- type: schedule` objects. Both are accepted.
 const TriggerSchema = v.union(
@@ -133,9 +147,9 @@ const TriggerSchema = v.union(
     v.strictObject({ webhook: v.string() }),
     v.variant('type', [
       v.looseObject({ type: v.literal('manual') }),
-      v.looseObject({ type: v.literal('schedule'), cron: CronExpression, timezone: v.optional(TimeZone), targets: v.optional(v.array(v.unknown())) }),
-      v.looseObject({ type: v.literal('webhook'), event: v.optional(v.string()) }),
-      v.looseObject({ type: v.literal('on_asset_discovery'), asset_filter: v.optional(v.unknown()) }),
+      v.object({ type: v.literal('schedule'), cron: CronExpression, timezone: v.optional(TimeZone), targets: v.optional(TriggerTargets) }),
+      v.object({ type: v.literal('webhook'), event: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(100))), targets: v.optional(TriggerTargets) }),
+      v.object({ type: v.literal('on_asset_discovery'), asset_filter: v.optional(AssetFilterSchema) }),
     ]),
   ],
   'must be manual, webhook, on_asset_discovery, {schedule: "<cron>"}, {webhook: "<event>"} or {type: ...}',

@@ -4,6 +4,7 @@ import { many, one } from './query.ts';
 import { pipelinesSql } from './queries.ts';
 import type { PipelineRow, PipelineStepRow } from './rows.ts';
 import type { PipelineDoc } from '../domain/pipeline.ts';
+import { syncScheduleTriggers } from '../progression/triggers.ts';
 
 export type PipelineVersionRow = PipelineRow & { version: number };
 
@@ -15,11 +16,12 @@ export async function insertVersion(tx: Queryable, tenantId: string, pipelineId:
   ]);
 }
 
-export async function createPipeline(tx: Queryable, tenantId: string, doc: PipelineDoc): Promise<PipelineRow> {
+export async function createPipeline(tx: Queryable, tenantId: string, doc: PipelineDoc, managedBy: string | null = null): Promise<PipelineRow> {
   const row = (await one<PipelineRow>(tx, pipelinesSql.InsertPipeline, [
-    tenantId, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags,
+    tenantId, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags, managedBy,
   ]))!;
   await insertVersion(tx, tenantId, row.id, 1, doc);
+  await syncScheduleTriggers(tx, row);
   return row;
 }
 
@@ -29,6 +31,7 @@ export async function bumpPipeline(tx: Queryable, tenantId: string, id: string, 
     tenantId, id, doc.name, doc.description, JSON.stringify(doc.triggers), doc.settings, doc.tags,
   ]))!;
   await insertVersion(tx, tenantId, id, row.version, doc);
+  await syncScheduleTriggers(tx, row);
   return row;
 }
 

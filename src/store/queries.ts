@@ -7,7 +7,7 @@ export const tenantsSql = loadQueries('tenants.sql', [
 ] as const);
 
 export const assetsSql = loadQueries('assets.sql', [
-  'InsertAsset', 'GetAsset', 'LockAsset', 'ListAssets', 'UpdateAsset', 'DeleteAsset',
+  'InsertAsset', 'GetAsset', 'GetAssetById', 'LockAsset', 'ListAssets', 'UpdateAsset', 'DeleteAsset',
 ] as const);
 
 export const agentsSql = loadQueries('agents.sql', [
@@ -19,6 +19,7 @@ export const agentsSql = loadQueries('agents.sql', [
 export const pipelinesSql = loadQueries('pipelines.sql', [
   'InsertPipeline', 'BumpPipelineVersion', 'InsertPipelineVersion', 'GetPipeline', 'LockPipeline',
   'GetPipelineVersion', 'ListPipelines', 'ListVersionSteps', 'ListStepsOfVersions', 'SoftDeletePipeline',
+  'SetWebhookToken', 'FindPipelineByWebhookToken', 'PipelinesDiscovering', 'DiscoveryRunExists',
 ] as const);
 
 export const runsSql = loadQueries('pipeline_runs.sql', [
@@ -29,7 +30,7 @@ export const runsSql = loadQueries('pipeline_runs.sql', [
 export const scansSql = loadQueries('scans.sql', [
   'InsertScan', 'GetScan', 'LockScan', 'ListScans', 'UpdateScan', 'DeleteScan', 'ClaimDueScan', 'CountDueScans',
   'AdvanceSchedule', 'ArmScheduler', 'AddSchedulerTicks', 'TargetAssets', 'ActiveScanRuns', 'InsertScanFire',
-  'ListScanFires',
+  'ListScanFires', 'TriggerScansOfPipeline', 'DeleteScanById', 'ScanNamed',
 ] as const);
 
 export const stepRunsSql = loadQueries('step_runs.sql', [

@@ -46,6 +46,7 @@ export type PipelineRow = {
   settings: Record<string, unknown>;
   is_active: boolean;
   tags: string[];
+  managed_by: string | null;
   created_at: Date;
   updated_at: Date;
 };

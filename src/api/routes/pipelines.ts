@@ -4,7 +4,7 @@
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
-import { requireTenant, type AppEnv } from '../auth.ts';
+import { newSecret, requireTenant, type AppEnv } from '../auth.ts';
 import { conflict, invalid, notFound } from '../errors.ts';
 import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, stepKeyParam, UUID } from '../input.ts';
 import { presentPipeline, presentRun, presentStep } from '../present.ts';
@@ -78,9 +78,13 @@ export async function createUnderFreeName(tx: Queryable, tenantId: string, doc: 
   throw conflict('name_taken', `A pipeline named '${names[0]}' already exists`);
 }
 
-async function lockPipeline(tx: Queryable, tenantId: string, id: string): Promise<PipelineRow> {
+/** A pipeline locked for a change; one the config file declares cannot be changed here. */
+async function lockPipelineForChange(tx: Queryable, tenantId: string, id: string): Promise<PipelineRow> {
   const row = await one<PipelineRow>(tx, pipelinesSql.LockPipeline, [tenantId, id]);
   if (!row) throw notFound('pipeline');
+  if (row.managed_by === 'config') {
+    throw conflict('managed_by_config', `Pipeline '${row.name}' is declared in the config file; change it there and apply it`);
+  }
   return row;
 }
 
@@ -149,16 +153,31 @@ export function pipelineRoutes(deps: AppDeps) {
     const tenantId = c.get('tenant').id;
     const doc = await readJson(c);
     const body = await withTransaction(deps.pool, async (tx) => {
-      const current = await lockPipeline(tx, tenantId, id);
+      const current = await lockPipelineForChange(tx, tenantId, id);
       return respond(tx, await saveVersion(tx, tenantId, current, doc));
     });
     return c.json(body);
   });
 
   r.delete('/:id', async (c) => {
-    const row = await one(deps.pool, pipelinesSql.SoftDeletePipeline, [c.get('tenant').id, pathId(c, 'id', 'pipeline')]);
-    if (!row) throw notFound('pipeline');
+    const tenantId = c.get('tenant').id;
+    const id = pathId(c, 'id', 'pipeline');
+    await withTransaction(deps.pool, async (tx) => {
+      await lockPipelineForChange(tx, tenantId, id);
+      await one(tx, pipelinesSql.SoftDeletePipeline, [tenantId, id]);
+    });
     return c.body(null, 204);
+  });
+
+  // A new webhook token for the pipeline's webhook triggers (shown once; the old one stops
+  // working). POST /api/v1/webhooks/{pipeline id} with it starts runs.
+  r.post('/:id/webhook-token', async (c) => {
+    const tenantId = c.get('tenant').id;
+    const id = pathId(c, 'id', 'pipeline');
+    const secret = newSecret('sfw');
+    const row = await one(deps.pool, pipelinesSql.SetWebhookToken, [tenantId, id, secret.hash]);
+    if (!row) throw notFound('pipeline');
+    return c.json({ pipeline_id: id, token: secret.token, url: `/api/v1/webhooks/${id}` }, 201);
   });
 
   r.post('/:id/clone', async (c) => {
@@ -190,7 +209,7 @@ export function pipelineRoutes(deps: AppDeps) {
     const tenantId = c.get('tenant').id;
     const input = await readJson(c);
     const result = await withTransaction(deps.pool, async (tx) => {
-      const p = await lockPipeline(tx, tenantId, id);
+      const p = await lockPipelineForChange(tx, tenantId, id);
       const doc = documentOf(p, await versionSteps(tx, id, p.version));
       const { steps, focus } = edit(doc.steps, c, input);
       const saved = await saveVersion(tx, tenantId, p, { ...doc, steps });
