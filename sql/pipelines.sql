@@ -95,3 +95,12 @@ WHERE tenant_id = $1 AND deleted_at IS NULL AND is_active
 -- may run twice; it starts one run).
 SELECT EXISTS (SELECT 1 FROM pipeline_runs
                WHERE pipeline_id = $1 AND asset_id = $2 AND trigger_type = 'on_asset_discovery') AS exists;
+
+-- name: PipelineNamed :one
+-- A live pipeline of a tenant by name (unique among live pipelines, ignoring case).
+SELECT * FROM pipeline_templates WHERE tenant_id = $1 AND lower(name) = lower($2) AND deleted_at IS NULL;
+
+-- name: ConfigPipelines :many
+-- Every live pipeline the config file manages, with its tenant's name.
+SELECT p.*, t.name AS tenant_name FROM pipeline_templates p JOIN tenants t ON t.id = p.tenant_id
+WHERE p.managed_by = 'config' AND p.deleted_at IS NULL;

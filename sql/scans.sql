@@ -108,3 +108,11 @@ DELETE FROM scans WHERE id = $1;
 -- name: ScanNamed :one
 -- The scan of a tenant with this name (names are unique per tenant, ignoring case).
 SELECT id FROM scans WHERE tenant_id = $1 AND lower(name) = lower($2);
+
+-- name: ScanNamedRow :one
+-- A scan of a tenant by name, locked (the config file updates it).
+SELECT * FROM scans WHERE tenant_id = $1 AND lower(name) = lower($2) FOR UPDATE;
+
+-- name: ConfigScans :many
+-- Every scan the config file manages, with its tenant's name.
+SELECT s.*, t.name AS tenant_name FROM scans s JOIN tenants t ON t.id = s.tenant_id WHERE s.managed_by = 'config';

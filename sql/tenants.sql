@@ -32,3 +32,13 @@ SELECT value FROM instance_settings WHERE key = $1;
 -- name: InsertSettingIfAbsent :one
 -- Stores an instance setting unless one exists; returns it only when this call stored it.
 INSERT INTO instance_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value;
+
+-- name: TenantNamed :one
+-- A tenant by name (names are unique, ignoring case).
+SELECT * FROM tenants WHERE lower(name) = lower($1);
+
+-- name: UpdateTenantDeclared :one
+-- Sets what the config file declares of a tenant; returns a row only when something changed.
+UPDATE tenants SET modules = coalesce($2, modules), max_active_runs = coalesce($3, max_active_runs), updated_at = now()
+WHERE id = $1 AND (modules IS DISTINCT FROM coalesce($2, modules) OR max_active_runs IS DISTINCT FROM coalesce($3, max_active_runs))
+RETURNING id;

@@ -26,6 +26,7 @@ const EnvSchema = v.object({
   AGENT_OFFLINE_AFTER: v.optional(Duration, '45s'),
   HEARTBEAT_INTERVAL: v.optional(Duration, '15s'),
   POLL_INTERVAL: v.optional(Duration, '5s'),
+  CONFIG_FILE: v.optional(v.pipe(v.string(), v.minLength(1))),
 });
 
 export type Config = {
@@ -38,6 +39,8 @@ export type Config = {
   dataDir: string;
   embeddedPgPort: number;
   workerConcurrency: number;
+  /** Pipelines and scans declared in a file, applied at every start. */
+  configFile: string | undefined;
   orchestration: OrchestrationConfig;
 };
 
@@ -82,6 +85,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.DATA_DIR,
     embeddedPgPort: e.EMBEDDED_PG_PORT,
     workerConcurrency: e.WORKER_CONCURRENCY,
+    configFile: e.CONFIG_FILE,
     orchestration: {
       ackTimeoutSeconds: e.ACK_TIMEOUT,
       queueTimeoutSeconds: e.QUEUE_TIMEOUT,

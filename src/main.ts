@@ -3,6 +3,7 @@
 import pino from 'pino';
 import { ConfigError, loadConfig } from './config.ts';
 import { startOrchestrator } from './server.ts';
+import { ConfigFileError } from './config-file/index.ts';
 
 let config;
 try {
@@ -17,6 +18,10 @@ try {
 
 const logger = pino({ level: config.logLevel });
 const orchestrator = await startOrchestrator(config, logger).catch((err) => {
+  if (err instanceof ConfigFileError) {
+    console.error(err.message); // every problem with its file, line and path; no stack
+    process.exit(1);
+  }
   logger.fatal({ err }, 'could not start');
   process.exit(1);
 });

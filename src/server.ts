@@ -16,6 +16,7 @@ import { CommandSignals } from './api/signals.ts';
 import { hashToken, newSecret } from './api/auth.ts';
 import { one } from './store/query.ts';
 import { scansSql, tenantsSql } from './store/queries.ts';
+import { applyConfigFile, formatReport } from './config-file/index.ts';
 
 export type Orchestrator = {
   url: string;
@@ -67,6 +68,10 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
     await migrate(databaseUrl, { info: (m) => logger.info(m) });
     const pool = createPool(databaseUrl, 20);
     stops.push(() => pool.end());
+    if (config.configFile) {
+      const report = await applyConfigFile(pool, config.configFile);
+      logger.info(`applied ${config.configFile}:\n${formatReport(report)}`);
+    }
     // The scheduler's job may be missing (a database restored from a backup, jobs cleared):
     // arm it for the earliest due scan. Scans missed while everything was down fire once.
     await one(pool, scansSql.ArmScheduler, []);

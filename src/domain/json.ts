@@ -39,3 +39,10 @@ export function unstorable(value: unknown, path: (string | number)[] = []): Prob
   }
   return null;
 }
+
+/** JSON with object keys sorted at every level: equal for equal values, whatever the key order. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v) =>
+    isPlainObject(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v,
+  );
+}

@@ -3,7 +3,7 @@ import { loadQueries } from '../db/sql.ts';
 
 export const tenantsSql = loadQueries('tenants.sql', [
   'InsertTenant', 'GetTenant', 'ListTenants', 'InsertApiToken', 'FindTenantByTokenHash', 'GetSetting',
-  'InsertSettingIfAbsent',
+  'InsertSettingIfAbsent', 'TenantNamed', 'UpdateTenantDeclared',
 ] as const);
 
 export const assetsSql = loadQueries('assets.sql', [
@@ -19,7 +19,8 @@ export const agentsSql = loadQueries('agents.sql', [
 export const pipelinesSql = loadQueries('pipelines.sql', [
   'InsertPipeline', 'BumpPipelineVersion', 'InsertPipelineVersion', 'GetPipeline', 'LockPipeline',
   'GetPipelineVersion', 'ListPipelines', 'ListVersionSteps', 'ListStepsOfVersions', 'SoftDeletePipeline',
-  'SetWebhookToken', 'FindPipelineByWebhookToken', 'PipelinesDiscovering', 'DiscoveryRunExists',
+  'SetWebhookToken', 'FindPipelineByWebhookToken', 'PipelinesDiscovering', 'DiscoveryRunExists', 'PipelineNamed',
+  'ConfigPipelines',
 ] as const);
 
 export const runsSql = loadQueries('pipeline_runs.sql', [
@@ -30,7 +31,7 @@ export const runsSql = loadQueries('pipeline_runs.sql', [
 export const scansSql = loadQueries('scans.sql', [
   'InsertScan', 'GetScan', 'LockScan', 'ListScans', 'UpdateScan', 'DeleteScan', 'ClaimDueScan', 'CountDueScans',
   'AdvanceSchedule', 'ArmScheduler', 'AddSchedulerTicks', 'TargetAssets', 'ActiveScanRuns', 'InsertScanFire',
-  'ListScanFires', 'TriggerScansOfPipeline', 'DeleteScanById', 'ScanNamed',
+  'ListScanFires', 'TriggerScansOfPipeline', 'DeleteScanById', 'ScanNamed', 'ScanNamedRow', 'ConfigScans',
 ] as const);
 
 export const stepRunsSql = loadQueries('step_runs.sql', [

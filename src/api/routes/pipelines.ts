@@ -17,7 +17,7 @@ import { bumpPipeline, createPipeline, stepsOfPipelines, versionSteps } from '..
 import { createRuns } from '../../progression/runs.ts';
 import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
 import { assetSnapshot } from '../../domain/assets.ts';
-import { JsonObject } from '../../domain/json.ts';
+import { JsonObject, canonicalJson } from '../../domain/json.ts';
 import type { Problem } from '../../domain/problems.ts';
 
 const CloneBody = v.object({ name: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255))) });
@@ -103,7 +103,7 @@ export function pipelineRoutes(deps: AppDeps) {
     const checked = validatePipeline(doc);
     if (!checked.ok) rejectDocument(checked.problems);
     const same = validatePipeline(documentOf(current, await versionSteps(tx, id, current.version)));
-    if (same.ok && JSON.stringify(same.value) === JSON.stringify(checked.value)) return current;
+    if (same.ok && canonicalJson(same.value) === canonicalJson(checked.value)) return current;
     try {
       return await bumpPipeline(tx, tenantId, id, checked.value);
     } catch (err) {
