@@ -565,6 +565,8 @@ async function main(): Promise<number> {
   const SINGLE_JOBS = envInt('BENCH_SINGLE_JOBS', 5000);
   const PRODUCERS = envInt('BENCH_PRODUCERS', 8);
   const PARK_MS = envInt('BENCH_PARK_MS', 10);
+  const SCHED_SCANS = envInt('BENCH_SCHEDULED_SCANS', 50);
+  const SCHED_BURST = envInt('BENCH_SCHEDULE_BURST', 10_000);
   // Diagnostic only: e.g. BENCH_SYNCHRONOUS_COMMIT=off to see how much of the time is WAL flushes.
   const SYNC_COMMIT = process.env.BENCH_SYNCHRONOUS_COMMIT;
   if (SYNC_COMMIT !== undefined && !['on', 'off', 'local', 'remote_write', 'remote_apply'].includes(SYNC_COMMIT)) {
@@ -923,6 +925,78 @@ async function main(): Promise<number> {
       cpu: { ...cpuReport(cpuP2, stepsCompleted), agents_event_loop_busy_s: r2(p2.clientBusyMs / 1000) },
     };
 
+    // --- phase 4: the scheduler ------------------------------------------------------------
+    // (a) delay: scans created over HTTP, each due at its own instant a few seconds ahead;
+    // the delay of a fire is its run's creation (the fire transaction's clock) minus the due
+    // time. (b) burst: SCHED_BURST scans due at the same instant (inserted with SQL, the
+    // scheduler armed as an API change would): how long until every one has its run.
+    const schedPipelineId = await mkPipeline({ name: 'bench-scheduled', steps: [{ id: 'x', tool: 'bench-unclaimed' }] });
+    const dueBase = Date.now() + 3000;
+    progress(`phase 4a: ${SCHED_SCANS} scans due one by one, 100 ms apart`);
+    const delayScanIds: string[] = [];
+    for (let i = 0; i < SCHED_SCANS; i++) {
+      delayScanIds.push(ok(await call<{ id: string }>(base, 'POST', '/api/v1/scans', {
+        token: T,
+        body: {
+          name: `bench-delay-${i}`, pipeline_id: schedPipelineId, schedule_type: 'cron', cron_expression: '0 0 1 1 *',
+          next_run_at: new Date(dueBase + i * 100).toISOString(),
+        },
+      }), 'create scan').id);
+    }
+    const delayDeadline = dueBase + SCHED_SCANS * 100 + 15_000;
+    let delays: number[] = [];
+    for (;;) {
+      const { rows } = await db.query<{ ms: number }>(
+        `SELECT extract(epoch FROM r.created_at - f.due_at) * 1000 AS ms
+         FROM scan_fires f JOIN pipeline_runs r ON r.id = f.run_ids[1]
+         WHERE f.scan_id = ANY ($1::uuid[]) AND f.trigger_type = 'schedule'`, [delayScanIds]);
+      delays = rows.map((r) => Number(r.ms));
+      if (delays.length >= SCHED_SCANS) break;
+      if (Date.now() > delayDeadline) throw new Misbehaviour(`scheduler: ${delays.length}/${SCHED_SCANS} scans fired in time`);
+      await sleep(100);
+    }
+    const schedDelay = summarize(delays);
+
+    progress(`phase 4b: ${SCHED_BURST} scans due at the same instant`);
+    const burstDue = new Date(Date.now() + 4000);
+    const tenantId = (await db.query<{ id: string }>(`SELECT id FROM tenants WHERE name = 'bench'`)).rows[0].id;
+    await db.query(
+      `INSERT INTO scans (tenant_id, name, pipeline_id, targets, schedule_type, cron_expression, timezone, next_run_at)
+       SELECT $1, 'bench-burst-' || g, $2, '{}', 'cron', '0 0 1 1 *', 'UTC', $3 FROM generate_series(1, $4::int) g`,
+      [tenantId, schedPipelineId, burstDue, SCHED_BURST]);
+    await db.query(`SELECT arm_scheduler()`);
+    const burstCpu = cpuMark();
+    let burstRuns = 0;
+    for (;;) {
+      const { rows } = await db.query<{ n: string; last: Date | null }>(
+        `SELECT count(*) AS n, max(r.created_at) AS last FROM pipeline_runs r JOIN scans s ON s.id = r.scan_id
+         WHERE s.name LIKE 'bench-burst-%'`);
+      burstRuns = Number(rows[0].n);
+      if (burstRuns >= SCHED_BURST) break;
+      if (Date.now() > burstDue.getTime() + 600_000) throw new Misbehaviour(`scheduler burst: ${burstRuns}/${SCHED_BURST} runs after 10 min`);
+      await sleep(200);
+    }
+    const burst = (await db.query<{ first: Date; last: Date; fires: string; twice: string }>(
+      `SELECT min(r.created_at) AS first, max(r.created_at) AS last,
+              (SELECT count(*) FROM scan_fires f JOIN scans s ON s.id = f.scan_id WHERE s.name LIKE 'bench-burst-%') AS fires,
+              (SELECT count(*) FROM (SELECT scan_id FROM scan_fires f JOIN scans s ON s.id = f.scan_id
+                                     WHERE s.name LIKE 'bench-burst-%' GROUP BY scan_id HAVING count(*) > 1) x) AS twice
+       FROM pipeline_runs r JOIN scans s ON s.id = r.scan_id WHERE s.name LIKE 'bench-burst-%'`)).rows[0];
+    const burstCpuSpan = cpuSince(burstCpu);
+    if (Number(burst.twice) > 0) problems.push(`scheduler burst: ${burst.twice} scan(s) fired more than once`);
+    if (Number(burst.fires) !== SCHED_BURST) problems.push(`scheduler burst: ${burst.fires} fires for ${SCHED_BURST} scans`);
+    report.scheduler = {
+      delay_ms: mapSummary(schedDelay),
+      burst: {
+        scans: SCHED_BURST,
+        runs: burstRuns,
+        first_run_after_due_ms: r1(burst.first.getTime() - burstDue.getTime()),
+        all_runs_after_due_s: r2((burst.last.getTime() - burstDue.getTime()) / 1000),
+        fires_per_s: r1(SCHED_BURST / ((burst.last.getTime() - burstDue.getTime()) / 1000)),
+        cpu: cpuReport(burstCpuSpan, SCHED_BURST),
+      },
+    };
+
     // --- phase 3: raw graphile-worker on the same database --------------------------------
     progress('stopping the orchestrator (API, LISTEN connection, worker) for the raw graphile-worker phase');
     await stopOrch();
@@ -1043,6 +1117,8 @@ async function main(): Promise<number> {
       handoff_p50: { value_ms: r2(handoff.p50), target_ms: 20, pass: handoff.p50 <= 20 },
       handoff_p99: { value_ms: r2(handoff.p99), target_ms: 100, pass: handoff.p99 <= 100 },
       throughput_ratio: { value_pct: r1(ratio), target_pct: 25, pass: ratio >= 25 },
+      scheduler_delay_p50: { value_ms: r2(schedDelay.p50), target_ms: 100, pass: schedDelay.p50 <= 100 },
+      scheduler_delay_p99: { value_ms: r2(schedDelay.p99), target_ms: 100, pass: schedDelay.p99 <= 100 },
     };
     report.ratio_pct = r1(ratio);
     report.ratio_pct_vs_one_at_a_time = r1((stepsPerSec / singleRate) * 100);
@@ -1160,11 +1236,19 @@ function printReport(
   out(`Ratio: ${f1(x.stepsPerSec)} steps/s ÷ ${f1(x.batchRate)} raw jobs/s = ${f1(x.ratio)}%`);
   out(`   (against the batch-enqueued figure, the higher of the two, so the comparison is conservative; ` +
     `against one-at-a-time: ${report.ratio_pct_vs_one_at_a_time}%)`);
+  const sc = report.scheduler;
+  out(`4. Scheduler: scans due one by one (${sc.delay_ms.n}), delay from due time to run creation`);
+  out(`   p50 ${f1(sc.delay_ms.p50)} ms   p95 ${f1(sc.delay_ms.p95)} ms   p99 ${f1(sc.delay_ms.p99)} ms   max ${f1(sc.delay_ms.max)} ms`);
+  out(`   ${sc.burst.scans} scans due at the same instant: first run ${f1(sc.burst.first_run_after_due_ms)} ms after the due time, ` +
+    `all ${sc.burst.runs} runs ${sc.burst.all_runs_after_due_s} s after it (${f1(sc.burst.fires_per_s)} fires/s)`);
+  out(`      CPU per fire: ${cpuLine(sc.burst.cpu)}`);
   out('');
   out('Targets');
   out(`   handoff p50 ≤ 20 ms     ${f1(x.handoff.p50).padStart(7)} ms   ${pf(x.targets.handoff_p50.pass)}`);
   out(`   handoff p99 ≤ 100 ms    ${f1(x.handoff.p99).padStart(7)} ms   ${pf(x.targets.handoff_p99.pass)}`);
   out(`   steps/s ≥ 25% of raw    ${f1(x.ratio).padStart(7)} %    ${pf(x.targets.throughput_ratio.pass)}`);
+  out(`   scheduler p50 ≤ 100 ms  ${f1(x.targets.scheduler_delay_p50.value_ms ?? NaN).padStart(7)} ms   ${pf(x.targets.scheduler_delay_p50.pass)}`);
+  out(`   scheduler p99 ≤ 100 ms  ${f1(x.targets.scheduler_delay_p99.value_ms ?? NaN).padStart(7)} ms   ${pf(x.targets.scheduler_delay_p99.pass)}`);
   out('');
   const problems = report.problems as string[];
   out(problems.length ? `MISBEHAVIOUR:\n   ${problems.join('\n   ')}` : 'System behaved: every run completed, every step ran exactly once, no HTTP errors.');

@@ -92,15 +92,22 @@ export async function assertNoFailedJobs(h: Harness): Promise<void> {
   assert.deepEqual(rows, [], 'jobs that failed');
 }
 
-/** Polls the agent and finishes the commands of the given runs (others stay claimed); returns how many. */
+/**
+ * Finishes the commands of the given runs with this agent (polling claims what is
+ * dispatched; commands it already holds are finished too), until those runs dispatch
+ * nothing more. Other runs' commands it claims stay held. Returns how many it finished.
+ */
 export async function finishRuns(h: Harness, agent: TestAgent, runIds: string[]): Promise<number> {
   let finished = 0;
   for (let i = 0; i < 10; i++) {
     await h.settle();
-    const commands = (await agent.poll({ limit: 100 })).filter((c) => runIds.includes(c.payload.pipeline_run_id));
-    if (commands.length === 0) break;
-    for (const c of commands) await agent.finish(c.id);
-    finished += commands.length;
+    await agent.poll({ limit: 100 });
+    const { rows } = await h.pool.query<{ id: string }>(
+      `SELECT id FROM commands WHERE pipeline_run_id = ANY ($1::uuid[]) AND agent_id = $2
+         AND status IN ('pending', 'acknowledged', 'running') ORDER BY seq`, [runIds, agent.id]);
+    if (rows.length === 0) break;
+    for (const c of rows) await agent.finish(c.id);
+    finished += rows.length;
   }
   await h.settle();
   return finished;
