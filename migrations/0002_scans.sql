@@ -48,6 +48,8 @@ ALTER TABLE pipeline_runs
   ADD FOREIGN KEY (tenant_id, scan_id) REFERENCES scans (tenant_id, id) ON DELETE SET NULL (scan_id);
 -- NULL while the run waits for a slot under its scan's or tenant's limit.
 ALTER TABLE pipeline_runs ADD COLUMN admitted_at timestamptz;
+-- Runs created by one fan-out are admitted oldest first: in creation order, not at random.
+ALTER TABLE pipeline_runs ALTER COLUMN created_at SET DEFAULT clock_timestamp();
 -- started_at + settings.timeout: the run times out then (its timer fires; see run_next_deadline).
 ALTER TABLE pipeline_runs ADD COLUMN deadline_at timestamptz;
 CREATE INDEX pipeline_runs_waiting_idx ON pipeline_runs (tenant_id, created_at)

@@ -401,6 +401,29 @@ describe("scans: Crossfeed's in-progress rule", () => {
     await assertNoFailedJobs(h);
   });
 
+  it('concurrent manual triggers and a scheduled fire of one scan start one run per asset; the rest are recorded skips', async () => {
+    const { t, pipeline } = await setup();
+    const targets = await assets(t, 3);
+    const scan = await createScan(h, t, {
+      name: 'stampede', pipeline_id: pipeline.id, targets: { asset_ids: targets.map((a) => a.id) }, max_active_runs: 100,
+      schedule_type: 'cron', cron_expression: '0 0 1 1 *',
+    });
+    await makeDue(h, scan.id);
+    const [results] = await Promise.all([
+      Promise.all(Array.from({ length: 8 }, () => h.request('POST', `/api/v1/scans/${scan.id}/trigger`, { token: t.token, body: {} }))),
+      tick(h),
+    ]);
+    await h.settle();
+    for (const r of results) assert.equal(r.status, 201, JSON.stringify(r.body));
+    const runs = await runStates(h, scan.id);
+    assert.equal(runs.length, 3, JSON.stringify(runs));
+    assert.deepEqual(new Set(runs.map((r) => r.asset_id)), new Set(targets.map((a) => a.id)));
+    const fires = await scanFires(h, t, scan.id);
+    assert.equal(fires.length, 9, '8 manual fires and 1 scheduled');
+    assert.equal(fires.reduce((n, f) => n + f.run_ids.length, 0), 3);
+    assert.equal(fires.reduce((n, f) => n + f.skipped.length, 0), 9 * 3 - 3, 'every other target is a recorded skip');
+  });
+
   it('a run still waiting for a slot also blocks the next run on its asset', async () => {
     const { t, pipeline } = await setup();
     const targets = await assets(t, 2);

@@ -18,15 +18,31 @@ export function issuesToProblems(issues: readonly AnyIssue[], prefix: (string | 
   const problems: Problem[] = [];
   for (const issue of issues) {
     const keys = (issue.path ?? []).map((item) => item.key as string | number);
-    // A union of object shapes reports the branch it tried deepest; its nested issues
-    // name the real field.
-    if (issue.issues && issue.issues.length > 0 && issue.type !== 'union') {
-      problems.push(...issuesToProblems(issue.issues, prefix));
-      continue;
+    if (issue.issues && issue.issues.length > 0) {
+      // A union none of whose options matched: when an option had the right type but failed
+      // a check (a filter's expression that does not compile), that is the problem to name,
+      // not the union's "must be one of these shapes". Its options' issues have paths
+      // relative to the union's own.
+      const checks = failedChecks(issue.issues, [...prefix, ...keys]);
+      if (checks.length > 0) {
+        problems.push(...checks);
+        continue;
+      }
     }
     problems.push({ path: formatPath([...prefix, ...keys]) || '(body)', message: humanMessage(issue) });
   }
   return problems;
+}
+
+/** The failed checks (not type mismatches) among a union's options' issues, however deeply nested. */
+function failedChecks(issues: readonly AnyIssue[], prefix: (string | number)[]): Problem[] {
+  const out: Problem[] = [];
+  for (const i of issues) {
+    const keys = (i.path ?? []).map((item) => item.key as string | number);
+    if (i.kind === 'validation') out.push({ path: formatPath([...prefix, ...keys]) || '(body)', message: humanMessage(i) });
+    else if (i.issues) out.push(...failedChecks(i.issues, [...prefix, ...keys]));
+  }
+  return out;
 }
 
 function humanMessage(issue: AnyIssue): string {

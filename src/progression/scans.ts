@@ -112,7 +112,21 @@ export async function runSchedulerTick(
       // Missed fires are not replayed: the next fire is the first one after now.
       const next = scan.cron_expression ? nextFire(scan.cron_expression, scan.timezone, scan.db_now) : null;
       await one(tx, scansSql.AdvanceSchedule, [scan.id, next]);
-      await fireScan(tx, scan, { type: 'schedule', triggeredBy: `schedule:${scan.name}`, dueAt: scan.next_run_at });
+      // One scan that cannot fire (its stored targets no longer parse, its pipeline is gone)
+      // must not stop the scheduler: the failure is recorded as the fire, and it moves on.
+      await tx.query('SAVEPOINT fire');
+      try {
+        await fireScan(tx, scan, { type: 'schedule', triggeredBy: `schedule:${scan.name}`, dueAt: scan.next_run_at });
+        await tx.query('RELEASE SAVEPOINT fire');
+      } catch (err) {
+        // Contention is not the scan's fault: the whole transaction is retried.
+        if (['40001', '40P01', '55P03'].includes((err as { code?: string }).code ?? '')) throw err;
+        await tx.query('ROLLBACK TO SAVEPOINT fire');
+        await one(tx, scansSql.InsertScanFire, [
+          scan.tenant_id, scan.id, 'schedule', `schedule:${scan.name}`, scan.next_run_at, [], 0,
+          JSON.stringify([{ asset_id: null, reason: `the scan could not fire: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}` }]),
+        ]);
+      }
       return false;
     });
     if (done) break;

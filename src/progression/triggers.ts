@@ -58,6 +58,11 @@ async function freeName(tx: Queryable, tenantId: string, wanted: string, self: s
   }
 }
 
+/** Event names as providers send them, compared loosely: GitLab's "Push Hook" is "push". */
+export function normalizeEvent(event: string): string {
+  return event.trim().toLowerCase().replace(/\s+hook$/, '').replace(/[\s-]+/g, '_');
+}
+
 export type WebhookRequest = { event: string | null; assetId: string | null; context: Record<string, unknown>; triggeredBy: string };
 
 export type WebhookOutcome = { runs: RunRow[]; ignored: string | null };
@@ -70,7 +75,7 @@ export type WebhookOutcome = { runs: RunRow[]; ignored: string | null };
 export async function startWebhookRuns(tx: Queryable, pipeline: PipelineRow, req: WebhookRequest): Promise<WebhookOutcome | 'no_trigger' | 'unknown_asset'> {
   const hooks = (pipeline.triggers as Trigger[]).filter((t): t is Extract<Trigger, { type: 'webhook' }> => t.type === 'webhook');
   if (hooks.length === 0) return 'no_trigger';
-  const hook = hooks.find((h) => !h.event || h.event === req.event);
+  const hook = hooks.find((h) => !h.event || normalizeEvent(h.event) === req.event);
   if (!hook) {
     const wanted = hooks.map((h) => `'${h.event}'`).join(', ');
     return { runs: [], ignored: `event ${req.event ? `'${req.event}'` : '(none)'} does not match the pipeline's webhook trigger (${wanted})` };

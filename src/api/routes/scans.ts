@@ -12,7 +12,7 @@ import { many, one } from '../../store/query.ts';
 import { assetsSql, pipelinesSql, runsSql, scansSql } from '../../store/queries.ts';
 import type { RunRow, ScanFireRow, ScanRow } from '../../store/rows.ts';
 import {
-  SCAN_STATUSES, ScanInput, scheduleOf, scheduleProblems, targetsToDocument, type ScanInputValue,
+  SCAN_STATUSES, ScanInput, nextFire, scheduleOf, scheduleProblems, targetsToDocument, type ScanInputValue,
 } from '../../domain/scans.ts';
 import { JsonObject } from '../../domain/json.ts';
 import { fireScan, parseTargets } from '../../progression/scans.ts';
@@ -65,6 +65,25 @@ async function referenceProblems(tx: Queryable, tenantId: string, scan: ScanInpu
     }
   }
   return problems;
+}
+
+/**
+ * The schedule after a change. An explicit next_run_at is the next fire (and the new anchor
+ * of a daily/weekly/monthly time of day). Otherwise a daily/weekly/monthly scan keeps its
+ * time of day (its derived cron), also across pause, resume or a new time zone, unless its
+ * type changes; and a change of schedule, time zone or status counts from now (a resumed
+ * scan does not replay what it missed). An untouched schedule keeps its pending fire.
+ */
+function nextSchedule(current: ScanRow, input: ScanInputValue, explicitNext: boolean, scheduleChanged: boolean): { cron: string | null; next: Date | null } {
+  if (explicitNext) return scheduleOf(input, new Date());
+  const sameType = input.schedule_type === current.schedule_type;
+  const derived = input.schedule_type !== 'cron' && input.schedule_type !== 'manual';
+  const cron = sameType && derived
+    ? current.cron_expression
+    : scheduleOf({ ...input, next_run_at: derived ? current.next_run_at : null }, new Date()).cron;
+  if (!cron || input.status !== 'active') return { cron, next: null };
+  if (!scheduleChanged && sameType && current.next_run_at) return { cron, next: current.next_run_at };
+  return { cron, next: nextFire(cron, input.timezone, new Date()) };
 }
 
 function refuseManaged(scan: ScanRow): void {
@@ -143,18 +162,16 @@ export function scanRoutes(deps: AppDeps) {
       const input = parseInput(ScanInput, merged);
       const problems = [...scheduleProblems(input), ...(await referenceProblems(tx, tenantId, input))];
       if (problems.length) throw invalid(problems);
-      let { cron, next } = scheduleOf(input, new Date());
-      if (!scheduleChanged && input.schedule_type === current.schedule_type) {
-        // Unchanged schedule: keep the derived time of day and the pending fire.
-        cron = current.cron_expression;
-        next = current.next_run_at;
-      }
+      const { cron, next } = nextSchedule(current, input, patch.next_run_at !== undefined, scheduleChanged);
       try {
-        return (await one<ScanRow>(tx, scansSql.UpdateScan, [
+        const updated = (await one<ScanRow>(tx, scansSql.UpdateScan, [
           tenantId, current.id, input.name, input.description ?? null, input.pipeline_id.toLowerCase(),
           targetsToDocument(input.targets), input.schedule_type, cron, input.timezone, input.status, input.context,
           input.max_active_runs, next,
         ]))!;
+        // A raised limit lets waiting runs start now.
+        if (updated.max_active_runs > current.max_active_runs) await one(tx, runsSql.AdmitRuns, [tenantId]);
+        return updated;
       } catch (err) {
         if ((err as { constraint?: string }).constraint === 'scans_name_key') throw conflict('name_taken', `A scan named '${input.name}' already exists`);
         throw err;

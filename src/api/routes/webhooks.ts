@@ -12,14 +12,14 @@ import { withTransaction } from '../../db/transaction.ts';
 import { one } from '../../store/query.ts';
 import { pipelinesSql } from '../../store/queries.ts';
 import type { PipelineRow } from '../../store/rows.ts';
-import { JsonObject } from '../../domain/json.ts';
-import { startWebhookRuns } from '../../progression/triggers.ts';
+import { isPlainObject } from '../../domain/json.ts';
+import { normalizeEvent, startWebhookRuns } from '../../progression/triggers.ts';
 
-// The body may be a whole provider payload (a GitHub push, say): only these fields are read.
+// The body may be a whole provider payload (a GitHub push, say): only these fields are read,
+// and `event` and `context` only when they have our shape (a GitHub status event carries a
+// string `context`). asset_id is ours alone and must be an asset id.
 const WebhookBody = v.looseObject({
-  event: v.optional(v.pipe(v.string(), v.maxLength(100))),
   asset_id: v.optional(v.pipe(v.string(), v.regex(UUID, 'must be an asset id (UUID)'))),
-  context: v.optional(JsonObject),
 });
 
 export function webhookRoutes(deps: AppDeps) {
@@ -38,10 +38,13 @@ export function webhookRoutes(deps: AppDeps) {
       triggeredBy = 'webhook (tenant token)';
     }
     const body = parseInput(WebhookBody, await readJson(c));
-    const event = body.event ?? c.req.header('x-github-event') ?? c.req.header('x-gitlab-event') ?? c.req.header('x-event') ?? null;
+    const bodyEvent = typeof body.event === 'string' && body.event.length <= 100 ? body.event : undefined;
+    const context = isPlainObject(body.context) ? body.context : {};
+    const raw = bodyEvent ?? c.req.header('x-github-event') ?? c.req.header('x-gitlab-event') ?? c.req.header('x-event') ?? null;
+    const event = raw === null ? null : normalizeEvent(raw);
     const found = pipeline;
     const outcome = await withTransaction(deps.pool, (tx) =>
-      startWebhookRuns(tx, found, { event, assetId: body.asset_id?.toLowerCase() ?? null, context: body.context ?? {}, triggeredBy }),
+      startWebhookRuns(tx, found, { event, assetId: body.asset_id?.toLowerCase() ?? null, context, triggeredBy }),
     );
     if (outcome === 'no_trigger') throw conflict('no_webhook_trigger', `Pipeline '${found.name}' has no webhook trigger`);
     if (outcome === 'unknown_asset') throw invalid([{ path: 'asset_id', message: 'unknown asset' }]);
