@@ -4,8 +4,10 @@
 --   SELECT * FROM stuck_work;        -- everything waiting longer than it should, and why
 --   SELECT * FROM runs_in_progress;  -- active runs with their progress
 --   SELECT * FROM agent_load;        -- agents, health, what they hold
+--   SELECT * FROM scan_status;       -- scans: next fire, last fire, what it skipped, waiting runs
+--   SELECT * FROM scan_fires ORDER BY id DESC;  -- every fire: when, why, runs, skips and reasons
 
-DROP VIEW IF EXISTS running_work, stuck_work, runs_in_progress, agent_load;
+DROP VIEW IF EXISTS running_work, stuck_work, runs_in_progress, agent_load, scan_status;
 
 CREATE VIEW running_work AS
 SELECT t.name                       AS tenant,
@@ -93,3 +95,18 @@ JOIN tenants t ON t.id = a.tenant_id
 LEFT JOIN commands c ON c.agent_id = a.id AND c.status IN ('pending', 'acknowledged', 'running')
 GROUP BY t.name, a.id
 ORDER BY t.name, a.name;
+
+CREATE VIEW scan_status AS
+SELECT t.name AS tenant, s.name AS scan, s.status, s.schedule_type, s.cron_expression, s.timezone,
+       s.next_run_at, s.last_run_at, s.managed_by,
+       (SELECT count(*) FROM pipeline_runs r
+        WHERE r.scan_id = s.id AND r.status IN ('pending', 'running') AND r.admitted_at IS NOT NULL) AS active_runs,
+       (SELECT count(*) FROM pipeline_runs r
+        WHERE r.scan_id = s.id AND r.status = 'pending' AND r.admitted_at IS NULL) AS waiting_runs,
+       s.max_active_runs,
+       f.fired_at AS last_fired_at, f.trigger_type AS last_trigger, cardinality(f.run_ids) AS last_runs,
+       jsonb_array_length(f.skipped) AS last_skips, f.skipped AS last_skipped
+FROM scans s
+JOIN tenants t ON t.id = s.tenant_id
+LEFT JOIN LATERAL (SELECT * FROM scan_fires x WHERE x.scan_id = s.id ORDER BY x.id DESC LIMIT 1) f ON true
+ORDER BY t.name, s.next_run_at NULLS LAST, s.name;
