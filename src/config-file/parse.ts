@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import * as v from 'valibot';
 import { LineCounter, parseDocument } from 'yaml';
 import { validatePipeline, type PipelineDoc } from '../domain/pipeline.ts';
-import { ScanFields, scheduleProblems, type ScanInputValue } from '../domain/scans.ts';
+import { ScanInput, scheduleProblems, type ScanInputValue } from '../domain/scans.ts';
 import { issuesToProblems, formatPath, type Problem } from '../domain/problems.ts';
 import { JsonObject } from '../domain/json.ts';
 
@@ -29,21 +29,10 @@ export function formatProblem(p: FileProblem): string {
 
 const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255));
 
-const ScanDecl = v.strictObject(
-  {
-    name: ScanFields.name,
-    description: v.optional(ScanFields.description),
-    pipeline: v.pipe(Name, v.description('the name of a pipeline of the tenant')),
-    targets: v.optional(ScanFields.targets, {}),
-    schedule_type: v.optional(ScanFields.schedule_type, 'manual'),
-    cron_expression: v.optional(ScanFields.cron_expression),
-    timezone: v.optional(ScanFields.timezone, 'UTC'),
-    status: v.optional(ScanFields.status, 'active'),
-    context: v.optional(ScanFields.context, {}),
-    max_active_runs: v.optional(ScanFields.max_active_runs, 10),
-  },
-  'has an unknown field',
-);
+// A scan as the API takes it, naming its pipeline by name (and with no next_run_at: the
+// file declares schedules, not one-off fires).
+const { pipeline_id: _pipelineId, next_run_at: _nextRunAt, ...scanEntries } = ScanInput.entries;
+const ScanDecl = v.strictObject({ ...scanEntries, pipeline: Name }, 'has an unknown field');
 
 const TenantDecl = v.strictObject(
   {

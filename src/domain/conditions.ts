@@ -49,26 +49,29 @@ const stepCheckEnv = baseEnvironment()
   .registerVariable('findings_count', 'int')
   .registerVariable('output', 'map');
 
-type Program = ((context: Record<string, unknown>) => unknown) & { check(): unknown };
-const programs = new Map<string, Program>();
+export type Program = ((context: Record<string, unknown>) => unknown) & { check(): unknown };
+const programs = new WeakMap<Environment, Map<string, Program>>();
 
-function compileWith(env: Environment, kind: string, source: string): Program {
-  const cacheKey = `${kind}\u0000${source}`;
-  let program = programs.get(cacheKey);
+/** A compiled CEL program, cached per environment (conditions are evaluated at every advance). */
+export function compileCel(env: Environment, source: string): Program {
+  let cache = programs.get(env);
+  if (!cache) programs.set(env, (cache = new Map()));
+  let program = cache.get(source);
   if (!program) {
     program = env.parse(source) as unknown as Program;
-    if (programs.size > 5_000) programs.clear();
-    programs.set(cacheKey, program);
+    if (cache.size > 5_000) cache.clear();
+    cache.set(source, program);
   }
   return program;
 }
+
 
 /** null when the expression compiles to something that can be a bool; otherwise the problem. */
 export function expressionProblem(source: string, kind: 'expression' | 'step_check' = 'expression'): string | null {
   if (source.trim() === '') return 'expression is empty';
   let program: Program;
   try {
-    program = compileWith(kind === 'expression' ? expressionEnv : stepCheckEnv, kind, source);
+    program = compileCel(kind === 'expression' ? expressionEnv : stepCheckEnv, source);
   } catch (err) {
     return `expression does not compile: ${firstLine(err)}`;
   }
@@ -103,9 +106,9 @@ export function toCel(value: unknown): unknown {
   return value;
 }
 
-function runBool(env: Environment, kind: string, source: string, variables: Record<string, unknown>): boolean | string {
+function runBool(env: Environment, source: string, variables: Record<string, unknown>): boolean | string {
   try {
-    const value = compileWith(env, kind, source)(toCel(variables) as Record<string, unknown>);
+    const value = compileCel(env, source)(toCel(variables) as Record<string, unknown>);
     if (typeof value !== 'boolean') return `expression returned ${typeof value}, not a bool`;
     return value;
   } catch (err) {
@@ -130,7 +133,7 @@ export function evaluateCondition(condition: Condition | null | undefined, scope
       };
     }
     case 'expression': {
-      const value = runBool(expressionEnv, 'expression', condition.value, scope);
+      const value = runBool(expressionEnv, condition.value, scope);
       if (value === true) return { result: true };
       if (value === false) return { result: false, reason: `Condition not met: ${condition.value}` };
       return { result: false, reason: `Condition could not be evaluated (${value}): ${condition.value}` };
@@ -138,7 +141,7 @@ export function evaluateCondition(condition: Condition | null | undefined, scope
     case 'step_result': {
       const step = scope.steps[condition.step];
       if (!step) return { result: false, reason: `Condition not met: step '${condition.step}' has no result` };
-      const value = runBool(stepCheckEnv, 'step_check', condition.check, { ...scope, ...step });
+      const value = runBool(stepCheckEnv, condition.check, { ...scope, ...step });
       if (value === true) return { result: true };
       if (value === false) return { result: false, reason: `Condition not met: steps.${condition.step}: ${condition.check}` };
       return {

@@ -4,7 +4,7 @@ import * as v from 'valibot';
 import { Cron } from 'croner';
 import { Environment } from '@marcbachmann/cel-js';
 import { ASSET_TYPES, CRITICALITIES } from './assets.ts';
-import { assetScope, toCel } from './conditions.ts';
+import { assetScope, compileCel, toCel } from './conditions.ts';
 import { JsonObject } from './json.ts';
 
 export const SCHEDULE_TYPES = ['manual', 'daily', 'weekly', 'monthly', 'cron'] as const;
@@ -35,18 +35,7 @@ const filterEnv = new Environment({ homogeneousAggregateLiterals: false, unliste
   .registerFunction('list.contains(dyn): bool', (list: unknown, item: unknown) =>
     Array.isArray(list) && list.some((x) => x === item || (typeof x === 'bigint' && Number(x) === item)));
 
-type Program = ((ctx: Record<string, unknown>) => unknown) & { check(): unknown };
-const filterPrograms = new Map<string, Program>();
-
-function filterProgram(source: string): Program {
-  let p = filterPrograms.get(source);
-  if (!p) {
-    p = filterEnv.parse(source) as unknown as Program;
-    if (filterPrograms.size > 2_000) filterPrograms.clear();
-    filterPrograms.set(source, p);
-  }
-  return p;
-}
+const filterProgram = (source: string) => compileCel(filterEnv, source);
 
 /** null when a filter expression compiles; otherwise the problem. */
 export function filterExpressionProblem(source: string): string | null {
