@@ -56,12 +56,12 @@ SELECT *, now() AS db_now FROM pipeline_runs WHERE id = $1 FOR UPDATE;
 SELECT * FROM pipeline_runs WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
 
 -- name: StartRun :exec
--- pending → running; a run with settings.timeout ($2 seconds) gets its deadline.
+-- pending → running for an admitted run; with settings.timeout ($2 seconds) it gets its deadline.
 UPDATE pipeline_runs
 SET status = 'running', started_at = coalesce(started_at, now()),
     deadline_at = CASE WHEN $2::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $2::integer) END,
     updated_at = now()
-WHERE id = $1 AND status = 'pending';
+WHERE id = $1 AND status = 'pending' AND admitted_at IS NOT NULL;
 
 -- name: SettleRun :one
 -- The end of an advance that did not finish the run: when steps finished ($3), recomputes
@@ -86,14 +86,6 @@ WITH next AS (
 )
 SELECT (SELECT count(*) FROM armed) AS armed, (SELECT count(*) FROM counted) AS counted;
 
--- name: StartAdmittedRun :exec
--- pending → running for a run that was admitted (StartRun, for an admitted run only).
-UPDATE pipeline_runs
-SET status = 'running', started_at = coalesce(started_at, now()),
-    deadline_at = CASE WHEN $2::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $2::integer) END,
-    updated_at = now()
-WHERE id = $1 AND status = 'pending' AND admitted_at IS NOT NULL;
-
 -- name: FinishRun :one
 -- Ends a run that is still in progress, with its final counters (the event carries them),
 -- and removes its expiry timer (nothing of it is in flight any more).
@@ -116,10 +108,6 @@ SET status = 'pending', admitted_at = NULL, completed_at = NULL, deadline_at = N
     updated_at = now()
 WHERE id = $1 AND status IN ('failed', 'cancelled', 'timeout')
 RETURNING *;
-
--- name: EnqueueAdvance :exec
--- Asks for a run to be advanced (coalesced per run).
-SELECT request_run_advance($1::uuid);
 
 -- name: ListRunEvents :many
 -- The events of a run, oldest first.

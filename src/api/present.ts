@@ -1,6 +1,7 @@
 // The JSON shapes of the API (API.md): snake_case, RFC 3339 UTC timestamps.
 import type { AgentRow, AssetRow, CommandRow, PipelineRow, PipelineStepRow, RunRow, StepRunRow, TenantRow } from '../store/rows.ts';
-import { formatDuration } from '../domain/durations.ts';
+import { stepToDocument } from '../domain/pipeline.ts';
+import { stepDefOf } from '../store/pipelines.ts';
 
 const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);
 
@@ -26,12 +27,7 @@ export function presentAgent(a: AgentRow) {
 }
 
 export function presentStep(s: PipelineStepRow) {
-  return {
-    id: s.step_key, step_key: s.step_key, name: s.name, order: s.step_order, tool: s.tool,
-    capabilities: s.capabilities, config: s.config, timeout: formatDuration(s.timeout_seconds),
-    timeout_seconds: s.timeout_seconds, depends_on: s.depends_on, condition: s.condition,
-    max_retries: s.max_retries, retry_delay_seconds: s.retry_delay_seconds,
-  };
+  return stepToDocument(stepDefOf(s));
 }
 
 type VersionFields = Pick<PipelineRow, 'name' | 'description' | 'triggers' | 'settings' | 'tags'>;

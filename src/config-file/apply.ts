@@ -8,8 +8,8 @@ import type { Queryable } from '../db/pool.ts';
 import { many, one } from '../store/query.ts';
 import { assetsSql, pipelinesSql, scansSql, tenantsSql } from '../store/queries.ts';
 import type { PipelineRow, ScanRow, TenantRow } from '../store/rows.ts';
-import { bumpPipeline, createPipeline, versionSteps } from '../store/pipelines.ts';
-import { validatePipeline, stepToDocument, type PipelineDoc } from '../domain/pipeline.ts';
+import { bumpPipeline, createPipeline, versionDocument } from '../store/pipelines.ts';
+import { validatePipeline, type PipelineDoc } from '../domain/pipeline.ts';
 import { scheduleOf, targetsToDocument, TargetsSchema } from '../domain/scans.ts';
 import { canonicalJson } from '../domain/json.ts';
 import type { ConfigDoc, DeclaredScan, FileProblem } from './parse.ts';
@@ -27,15 +27,7 @@ export class ApplyError extends Error {
 
 /** The document of a pipeline's current version, normalized like a declared one. */
 async function currentDocument(tx: Queryable, p: PipelineRow): Promise<PipelineDoc | null> {
-  const steps = (await versionSteps(tx, p.id, p.version)).map((s) =>
-    stepToDocument({
-      step_key: s.step_key, name: s.name, order: s.step_order, tool: s.tool, capabilities: s.capabilities, config: s.config,
-      timeout_seconds: s.timeout_seconds, depends_on: s.depends_on, condition: (s.condition ?? null) as never,
-      max_retries: s.max_retries, retry_delay_seconds: s.retry_delay_seconds,
-    }));
-  const checked = validatePipeline({
-    name: p.name, description: p.description, tags: p.tags, triggers: p.triggers, settings: p.settings, steps,
-  });
+  const checked = validatePipeline(await versionDocument(tx, p));
   return checked.ok ? checked.value : null;
 }
 

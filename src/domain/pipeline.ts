@@ -412,15 +412,3 @@ export function stepToDocument(step: StepDef): Record<string, unknown> {
     retry_delay_seconds: step.retry_delay_seconds,
   };
 }
-
-/** The document a step is re-validated from when the step sub-resources change a pipeline. */
-export function documentOf(doc: Omit<PipelineDoc, 'steps'>, steps: Record<string, unknown>[]): Record<string, unknown> {
-  return {
-    name: doc.name,
-    description: doc.description,
-    tags: doc.tags,
-    triggers: doc.triggers,
-    settings: doc.settings,
-    steps,
-  };
-}

@@ -230,7 +230,7 @@ export async function retryRun(tx: Queryable, run: RunRow): Promise<RunRow | nul
   await one<RunRow>(tx, runsSql.ReopenRun, [run.id]);
   await one(tx, runsSql.AdmitRuns, [run.tenant_id]);
   // Admitted at once (a slot was free): it is running again; otherwise it waits as pending.
-  await exec(tx, runsSql.StartAdmittedRun, [run.id, parseDuration(run.settings.timeout)]);
+  await exec(tx, runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
   return one<RunRow>(tx, runsSql.GetRun, [run.tenant_id, run.id]);
 }
 

@@ -3,7 +3,8 @@ import type { Queryable } from '../db/pool.ts';
 import { many, one } from './query.ts';
 import { pipelinesSql } from './queries.ts';
 import type { PipelineRow, PipelineStepRow } from './rows.ts';
-import type { PipelineDoc } from '../domain/pipeline.ts';
+import { stepToDocument, type PipelineDoc, type StepDef } from '../domain/pipeline.ts';
+import type { Condition } from '../domain/conditions.ts';
 import { syncScheduleTriggers } from '../progression/triggers.ts';
 
 export type PipelineVersionRow = PipelineRow & { version: number };
@@ -47,4 +48,25 @@ export async function stepsOfPipelines(db: Queryable, pipelines: PipelineRow[]):
   const out = new Map<string, PipelineStepRow[]>(pipelines.map((p) => [p.id, []]));
   for (const s of rows) out.get(s.pipeline_id)?.push(s);
   return out;
+}
+
+/** A stored step as the domain's step definition. */
+export function stepDefOf(s: PipelineStepRow): StepDef {
+  return {
+    step_key: s.step_key, name: s.name, order: s.step_order, tool: s.tool, capabilities: s.capabilities, config: s.config,
+    timeout_seconds: s.timeout_seconds, depends_on: s.depends_on, condition: (s.condition ?? null) as Condition | null,
+    max_retries: s.max_retries, retry_delay_seconds: s.retry_delay_seconds,
+  };
+}
+
+/**
+ * The document of a pipeline's current version, in the form clients send: what step edits
+ * change, and what a new document is compared with.
+ */
+export async function versionDocument(db: Queryable, p: PipelineRow): Promise<Record<string, unknown> & { steps: Record<string, unknown>[] }> {
+  const steps = await versionSteps(db, p.id, p.version);
+  return {
+    name: p.name, description: p.description, tags: p.tags, triggers: p.triggers, settings: p.settings,
+    steps: steps.map((s) => stepToDocument(stepDefOf(s))),
+  };
 }

@@ -24,8 +24,8 @@ export const pipelinesSql = loadQueries('pipelines.sql', [
 ] as const);
 
 export const runsSql = loadQueries('pipeline_runs.sql', [
-  'InsertRun', 'AdmitRuns', 'GetRunsByIds', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'StartAdmittedRun', 'SettleRun', 'FinishRun',
-  'ReopenRun', 'EnqueueAdvance', 'ListRunEvents',
+  'InsertRun', 'AdmitRuns', 'GetRunsByIds', 'GetRun', 'ListRuns', 'LockRun', 'LockTenantRun', 'StartRun', 'SettleRun', 'FinishRun',
+  'ReopenRun', 'ListRunEvents',
 ] as const);
 
 export const scansSql = loadQueries('scans.sql', [

@@ -12,8 +12,8 @@ import { withTransaction } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { many, one } from '../../store/query.ts';
 import { assetsSql, pipelinesSql } from '../../store/queries.ts';
-import type { AssetRow, PipelineRow, PipelineStepRow } from '../../store/rows.ts';
-import { bumpPipeline, createPipeline, stepsOfPipelines, versionSteps } from '../../store/pipelines.ts';
+import type { AssetRow, PipelineRow } from '../../store/rows.ts';
+import { bumpPipeline, createPipeline, stepsOfPipelines, versionDocument, versionSteps } from '../../store/pipelines.ts';
 import { createRuns } from '../../progression/runs.ts';
 import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
 import { assetSnapshot } from '../../domain/assets.ts';
@@ -33,17 +33,6 @@ const VersionQuery = v.object({
 
 function rejectDocument(problems: Problem[]): never {
   throw invalid(problems, 'The pipeline is invalid');
-}
-
-/** The document of a pipeline version, in the form clients send (for step sub-resource edits). */
-function documentOf(p: PipelineRow, steps: PipelineStepRow[]): Record<string, unknown> & { steps: Record<string, unknown>[] } {
-  return {
-    name: p.name, description: p.description, tags: p.tags, triggers: p.triggers, settings: p.settings,
-    steps: steps.map((s) => {
-      const { timeout_seconds: _t, step_key: _k, ...doc } = presentStep(s);
-      return doc;
-    }),
-  };
 }
 
 function nameTaken(err: unknown): boolean {
@@ -102,7 +91,7 @@ export function pipelineRoutes(deps: AppDeps) {
     const id = current.id;
     const checked = validatePipeline(doc);
     if (!checked.ok) rejectDocument(checked.problems);
-    const same = validatePipeline(documentOf(current, await versionSteps(tx, id, current.version)));
+    const same = validatePipeline(await versionDocument(tx, current));
     if (same.ok && canonicalJson(same.value) === canonicalJson(checked.value)) return current;
     try {
       return await bumpPipeline(tx, tenantId, id, checked.value);
@@ -187,7 +176,7 @@ export function pipelineRoutes(deps: AppDeps) {
     const body = await withTransaction(deps.pool, async (tx) => {
       const source = await one<PipelineRow>(tx, pipelinesSql.GetPipeline, [tenantId, id]);
       if (!source) throw notFound('pipeline');
-      const doc = documentOf(source, await versionSteps(tx, id, source.version));
+      const doc = await versionDocument(tx, source);
       return respond(tx, await createUnderFreeName(tx, tenantId, doc, name ? [name] : copyNames(source.name)));
     });
     return c.json(body, 201);
@@ -210,7 +199,7 @@ export function pipelineRoutes(deps: AppDeps) {
     const input = await readJson(c);
     const result = await withTransaction(deps.pool, async (tx) => {
       const p = await lockPipelineForChange(tx, tenantId, id);
-      const doc = documentOf(p, await versionSteps(tx, id, p.version));
+      const doc = await versionDocument(tx, p);
       const { steps, focus } = edit(doc.steps, c, input);
       const saved = await saveVersion(tx, tenantId, p, { ...doc, steps });
       const savedSteps = await versionSteps(tx, id, saved.version);
