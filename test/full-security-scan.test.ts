@@ -37,6 +37,18 @@ async function runToEnd(assetBody: Record<string, unknown>) {
   const run = found.body.items[0];
   assert.equal(run.trigger_type, 'on_asset_discovery');
   assert.equal(run.pipeline_id, pipelineId);
+  const waves = await completeInWaves(run.id, (c) => {
+    assert.equal(c.payload.target.id, asset.id);
+    return { findings_count: 2, output: { tool: c.payload.tool } };
+  });
+  return { waves, run: await getRun(h, tenant, run.id) };
+}
+
+/**
+ * Polls until nothing more is dispatched, completing every command of the run with the
+ * result `check` returns (after its own assertions); returns the step keys of each wave.
+ */
+async function completeInWaves(runId: string, check: (c: Record<string, any>) => Record<string, unknown>): Promise<string[][]> {
   const waves: string[][] = [];
   for (let i = 0; i < 10; i++) {
     await h.settle();
@@ -44,13 +56,12 @@ async function runToEnd(assetBody: Record<string, unknown>) {
     if (commands.length === 0) break;
     waves.push(commands.map((c) => c.payload.step_key).sort());
     for (const c of commands) {
-      assert.equal(c.payload.pipeline_run_id, run.id);
-      assert.equal(c.payload.target.id, asset.id);
-      await agent.finish(c.id, { findings_count: 2, output: { tool: c.payload.tool } });
+      assert.equal(c.payload.pipeline_run_id, runId);
+      await agent.finish(c.id, check(c));
     }
   }
   await h.settle();
-  return { waves, run: await getRun(h, tenant, run.id) };
+  return waves;
 }
 
 describe('Full Security Scan (seed 001)', () => {
@@ -100,19 +111,10 @@ describe('Full Security Scan (seed 001)', () => {
     const before = await runToEnd({ type: 'server', name: 'db-2', value: '10.0.0.6' });
     const run = await startRun(h, tenant, pipelineId, { asset_id: before.run.asset_id, context: { branch: 'main' } });
     assert.equal(run.trigger_type, 'manual');
-    const waves: string[][] = [];
-    for (let i = 0; i < 10; i++) {
-      await h.settle();
-      const commands = await agent.poll({ limit: 10 });
-      if (commands.length === 0) break;
-      waves.push(commands.map((c) => c.payload.step_key).sort());
-      for (const c of commands) {
-        assert.equal(c.payload.pipeline_run_id, run.id);
-        assert.equal(c.payload.context.branch, 'main');
-        await agent.finish(c.id, { findings_count: 1 });
-      }
-    }
-    await h.settle();
+    const waves = await completeInWaves(run.id, (c) => {
+      assert.equal(c.payload.context.branch, 'main');
+      return { findings_count: 1 };
+    });
     assert.deepEqual(waves, [['sast', 'sca', 'secrets'], ['infra']]);
     assert.equal((await getRun(h, tenant, run.id)).status, 'completed');
   });

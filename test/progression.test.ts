@@ -9,6 +9,7 @@ import { startHarness, type Harness } from './support/harness.ts';
 import {
   TestAgent, createAsset, createPipeline, createTenant, getRun, passRetryDelays, runEvents, startRun, step, stepsByKey,
   type Tenant,
+  runCommands, runSteps,
 } from './support/fixtures.ts';
 import { createPool } from '../src/db/pool.ts';
 import { startWorker } from '../src/worker.ts';
@@ -22,23 +23,9 @@ before(async () => {
 });
 after(() => h.close());
 
-type CommandInfo = { id: string; status: string; attempt: number; agent_id: string | null; error_code: string | null; step_key: string };
+const commandsOf = (runId: string, stepKey?: string) => runCommands(h, runId, stepKey);
 
-/** The run's commands (optionally of one step), in creation order, from the database. */
-async function commandsOf(runId: string, stepKey?: string): Promise<CommandInfo[]> {
-  const { rows } = await h.pool.query<CommandInfo>(
-    `SELECT c.id, c.status, c.attempt, c.agent_id, c.error_code, s.step_key
-     FROM commands c JOIN step_runs s ON s.id = c.step_run_id
-     WHERE c.pipeline_run_id = $1 AND ($2::text IS NULL OR s.step_key = $2)
-     ORDER BY c.seq`,
-    [runId, stepKey ?? null],
-  );
-  return rows;
-}
-
-async function stepsOf(t: Tenant, runId: string) {
-  return stepsByKey(await getRun(h, t, runId));
-}
+const stepsOf = (t: Tenant, runId: string) => runSteps(h, t, runId);
 
 /** Settles, then polls until nothing more is dispatched, finishing every command; returns the dispatched step keys. */
 async function drive(agent: TestAgent, results: Record<string, Record<string, unknown>> = {}): Promise<string[]> {

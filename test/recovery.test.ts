@@ -7,6 +7,7 @@ import { startHarness, type Harness } from './support/harness.ts';
 import {
   TestAgent, createPipeline, createTenant, getRun, passCommandDeadline, passRetryDelays, runEvents, silenceAgent, startRun,
   step, stepsByKey, type Tenant,
+  runCommands, runSteps,
 } from './support/fixtures.ts';
 
 let h: Harness;
@@ -16,27 +17,9 @@ before(async () => {
 });
 after(() => h.close());
 
-type CommandInfo = {
-  id: string; status: string; attempt: number; agent_id: string | null; error_code: string | null; step_key: string;
-  expires_in: number; claim_expires_at: Date | null;
-};
+const commandsOf = (runId: string, stepKey?: string) => runCommands(h, runId, stepKey);
 
-/** The run's commands (optionally of one step), in creation order, from the database. */
-async function commandsOf(runId: string, stepKey?: string): Promise<CommandInfo[]> {
-  const { rows } = await h.pool.query<CommandInfo>(
-    `SELECT c.id, c.status, c.attempt, c.agent_id, c.error_code, s.step_key, c.claim_expires_at,
-            extract(epoch FROM c.expires_at - now())::float AS expires_in
-     FROM commands c JOIN step_runs s ON s.id = c.step_run_id
-     WHERE c.pipeline_run_id = $1 AND ($2::text IS NULL OR s.step_key = $2)
-     ORDER BY c.seq`,
-    [runId, stepKey ?? null],
-  );
-  return rows;
-}
-
-async function stepsOf(t: Tenant, runId: string) {
-  return stepsByKey(await getRun(h, t, runId));
-}
+const stepsOf = (t: Tenant, runId: string) => runSteps(h, t, runId);
 
 async function onlyCommand(agent: TestAgent, stepKey: string): Promise<Record<string, any>> {
   await h.settle();

@@ -45,6 +45,36 @@ export function stepsByKey(run: Record<string, any>): Record<string, Record<stri
   return Object.fromEntries((run.step_runs as Record<string, any>[]).map((s) => [s.step_key, s]));
 }
 
+export type CommandInfo = {
+  id: string;
+  status: string;
+  attempt: number;
+  agent_id: string | null;
+  error_code: string | null;
+  step_key: string;
+  claim_expires_at: Date | null;
+  /** Seconds until the command's deadline. */
+  expires_in: number;
+};
+
+/** A run's commands (optionally of one step), in creation order, from the database. */
+export async function runCommands(h: Harness, runId: string, stepKey?: string): Promise<CommandInfo[]> {
+  const { rows } = await h.pool.query<CommandInfo>(
+    `SELECT c.id, c.status, c.attempt, c.agent_id, c.error_code, s.step_key, c.claim_expires_at,
+            extract(epoch FROM c.expires_at - now())::float AS expires_in
+     FROM commands c JOIN step_runs s ON s.id = c.step_run_id
+     WHERE c.pipeline_run_id = $1 AND ($2::text IS NULL OR s.step_key = $2)
+     ORDER BY c.seq`,
+    [runId, stepKey ?? null],
+  );
+  return rows;
+}
+
+/** step_key → step run of a run, through the API. */
+export async function runSteps(h: Harness, t: Tenant, runId: string): Promise<Record<string, Record<string, any>>> {
+  return stepsByKey(await getRun(h, t, runId));
+}
+
 export async function runEvents(h: Harness, t: Tenant, runId: string): Promise<{ event: string; data: Record<string, any> }[]> {
   const res = await h.request('GET', `/api/v1/pipeline-runs/${runId}/events?limit=1000`, { token: t.token });
   assert.equal(res.status, 200, JSON.stringify(res.body));
