@@ -5,7 +5,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { run, Logger, type Runner, type Task, type TaskList } from 'graphile-worker';
 import type pg from 'pg';
 import * as v from 'valibot';
-import { inTransaction } from './db/transaction.ts';
+import { inTransaction, type Tx } from './db/transaction.ts';
 import type { Logger as Pino } from 'pino';
 import type { OrchestrationConfig } from './config.ts';
 
@@ -18,7 +18,7 @@ export type TaskDeps = { orchestration: OrchestrationConfig; concurrency: number
 export function transactionalTask<S extends v.GenericSchema>(
   name: string,
   payloadSchema: S,
-  work: (tx: pg.PoolClient, payload: v.InferOutput<S>, deps: TaskDeps) => Promise<void>,
+  work: (tx: Tx, payload: v.InferOutput<S>, deps: TaskDeps) => Promise<void>,
 ): (deps: TaskDeps) => Task {
   return (deps) => async (payload, helpers) => {
     const parsed = v.safeParse(payloadSchema, payload);
@@ -26,7 +26,7 @@ export function transactionalTask<S extends v.GenericSchema>(
       helpers.logger.error(`${name}: invalid payload ${JSON.stringify(payload)}; dropped`);
       return;
     }
-    await helpers.withPgClient((client) => inTransaction(client as pg.PoolClient, (tx) => work(tx, parsed.output, deps)));
+    await helpers.withPgClient((client) => inTransaction(client, (tx) => work(tx, parsed.output, deps)));
   };
 }
 

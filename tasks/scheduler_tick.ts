@@ -2,7 +2,6 @@
 // re-armed by every change to a scan and at the end of each tick), fires every due scan in
 // its own transaction, and re-arms itself. Not a loop: between fires nothing runs.
 import type { Task } from 'graphile-worker';
-import type pg from 'pg';
 import { inTransaction } from '../src/db/transaction.ts';
 import { runSchedulerTick } from '../src/progression/scans.ts';
 import type { TaskDeps } from '../src/worker.ts';
@@ -10,7 +9,7 @@ import type { TaskDeps } from '../src/worker.ts';
 export default function schedulerTick(deps: TaskDeps): Task {
   return async (_payload, helpers) => {
     await runSchedulerTick(
-      (fn) => helpers.withPgClient((client) => inTransaction(client as pg.PoolClient, fn)),
+      (fn) => helpers.withPgClient((client) => inTransaction(client, fn)),
       deps.concurrency,
     );
   };

@@ -3,7 +3,8 @@ import pg from 'pg';
 // Timestamps come back as Date, bigint counts as numbers (never near 2^53 here).
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
-export type Queryable = Pick<pg.PoolClient, 'query'>;
+/** A pool, a client or a transaction (db/transaction.ts Tx): whatever runs a statement. */
+export type Queryable = { query(config: pg.QueryConfig): Promise<pg.QueryResult> };
 
 export function createPool(connectionString: string, max = 20): pg.Pool {
   const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });

@@ -2,6 +2,7 @@
 // limits, and the record of each fire. Used by the scheduler_tick task, the manual trigger,
 // webhooks and asset discovery.
 import type { Queryable } from '../db/pool.ts';
+import type { Tx } from '../db/transaction.ts';
 import { many, one } from '../store/query.ts';
 import { scansSql } from '../store/queries.ts';
 import type { AssetRow, RunRow, ScanFireRow, ScanRow } from '../store/rows.ts';
@@ -98,7 +99,7 @@ const TICK_BATCH = 200;
  * ticks, which other workers pick up. `transaction` runs one transaction.
  */
 export async function runSchedulerTick(
-  transaction: <T>(fn: (tx: Queryable) => Promise<T>) => Promise<T>,
+  transaction: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>,
   parallelism: number,
 ): Promise<number> {
   const due = await transaction((tx) => one<{ n: number }>(tx, scansSql.CountDueScans, []));

@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
 import { prepared, type NamedQuery } from '../db/sql.ts';
+import type { Tx } from '../db/transaction.ts';
 
 export async function one<T>(tx: Queryable, q: NamedQuery, values: unknown[]): Promise<T | null> {
   const result = await tx.query(prepared(q, values));
@@ -14,4 +15,14 @@ export async function many<T>(tx: Queryable, q: NamedQuery, values: unknown[]): 
 export async function exec(tx: Queryable, q: NamedQuery, values: unknown[]): Promise<number> {
   const result = await tx.query(prepared(q, values));
   return result.rowCount ?? 0;
+}
+
+/** A write whose result nobody reads: it goes out with the transaction's next round trip. */
+export function later(tx: Tx, q: NamedQuery, values: unknown[]): void {
+  tx.later(q, values);
+}
+
+/** The transaction's last read: it commits in the same round trip. */
+export async function finalMany<T>(tx: Tx, q: NamedQuery, values: unknown[]): Promise<T[]> {
+  return (await tx.finalRead(q, values)).rows as T[];
 }

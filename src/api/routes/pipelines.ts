@@ -8,7 +8,7 @@ import { newSecret, requireTenant, type AppEnv } from '../auth.ts';
 import { conflict, invalid, notFound } from '../errors.ts';
 import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, stepKeyParam, UUID } from '../input.ts';
 import { presentPipeline, presentRun, presentStep } from '../present.ts';
-import { withTransaction } from '../../db/transaction.ts';
+import { withTransaction, type Tx } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
 import { many, one } from '../../store/query.ts';
 import { assetsSql, pipelinesSql } from '../../store/queries.ts';
@@ -50,7 +50,7 @@ export function copyNames(name: string): string[] {
  * system templates); each try is under a savepoint so a taken name does not end the
  * transaction. 409 name_taken when every name is taken.
  */
-export async function createUnderFreeName(tx: Queryable, tenantId: string, doc: Record<string, unknown>, names: string[]): Promise<PipelineRow> {
+export async function createUnderFreeName(tx: Tx, tenantId: string, doc: Record<string, unknown>, names: string[]): Promise<PipelineRow> {
   for (const candidate of names) {
     const checked = validatePipeline({ ...doc, name: candidate });
     if (!checked.ok) rejectDocument(checked.problems);
