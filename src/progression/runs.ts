@@ -2,7 +2,8 @@
 // caller to hold (or take, through lockRun) the run's row lock, which serializes all
 // changes to one run's progression across any number of processes.
 import type { Queryable } from '../db/pool.ts';
-import { many, one, exec } from '../store/query.ts';
+import type { Tx } from '../db/transaction.ts';
+import { finalMany, many, one, exec } from '../store/query.ts';
 import { commandsSql, runsSql, stepRunsSql } from '../store/queries.ts';
 import type { RunRow, StepRunRow } from '../store/rows.ts';
 import { planAdvance, TERMINAL_RUN, TERMINAL_STEP, UNSUCCESSFUL_STEP, type StepState } from '../domain/progression.ts';
@@ -33,15 +34,22 @@ export function lockRun(tx: Queryable, runId: string): Promise<(RunRow & { db_no
  * Moves a run forward as far as it can go now. Idempotent: running it again with nothing
  * new changes nothing.
  */
-export async function advanceRun(tx: Queryable, runId: string, orchestration: OrchestrationConfig): Promise<void> {
-  const run = await lockRun(tx, runId);
+export async function advanceRun(tx: Tx, runId: string, orchestration: OrchestrationConfig): Promise<void> {
+  // The lock, then the steps as of after it (each statement of a pipeline sees what
+  // committed before it started), in one round trip.
+  const [locked, stepRows] = await tx.batch([
+    { q: runsSql.LockRun, values: [runId] },
+    { q: stepRunsSql.StepRunsForAdvance, values: [runId] },
+  ]);
+  const run = (locked.rows[0] as (RunRow & { db_now: Date }) | undefined) ?? null;
   if (!run || TERMINAL_RUN.has(run.status)) return;
   if (run.status === 'pending') {
     if (!run.admitted_at) return; // waiting for a slot: admit_runs advances it when admitted
-    await exec(tx, runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
+    tx.later(runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
   }
 
-  const rows = await many<AdvanceRow>(tx, stepRunsSql.StepRunsForAdvance, [run.id]);
+  // Every write below is queued: they go out in order with the COMMIT, in one round trip.
+  const rows = stepRows.rows as AdvanceRow[];
   const byId = new Map(rows.map((r) => [r.id, r]));
   const actions = planAdvance({
     settings: run.settings as { max_parallel_steps?: number; fail_fast?: boolean },
@@ -57,38 +65,38 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
     if (action.kind === 'complete' || action.kind === 'fail' || action.kind === 'skip') stepsFinished = true;
     switch (action.kind) {
       case 'complete':
-        await exec(tx, stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId]);
+        tx.later(stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId]);
         break;
       case 'retry':
-        await exec(tx, stepRunsSql.ScheduleStepRetry, [
+        tx.later(stepRunsSql.ScheduleStepRetry, [
           action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds,
         ]);
         break;
       case 'fail':
-        await exec(tx, stepRunsSql.FailStep, [action.stepId, action.commandId, action.status, action.errorCode, action.errorMessage]);
+        tx.later(stepRunsSql.FailStep, [action.stepId, action.commandId, action.status, action.errorCode, action.errorMessage]);
         break;
       case 'skip':
-        await exec(tx, stepRunsSql.SkipStep, [action.stepId, action.conditionEvaluated, action.conditionResult, action.reason]);
+        tx.later(stepRunsSql.SkipStep, [action.stepId, action.conditionEvaluated, action.conditionResult, action.reason]);
         break;
       case 'condition_met':
-        await exec(tx, stepRunsSql.RecordConditionMet, [action.stepId]);
+        tx.later(stepRunsSql.RecordConditionMet, [action.stepId]);
         break;
       case 'dispatch': {
         const step = byId.get(action.stepId)!;
-        await dispatchStep(tx, run, step, action.attempt, action.steps, orchestration);
+        dispatchStep(tx, run, step, action.attempt, action.steps, orchestration);
         dispatched = true;
         break;
       }
       case 'fail_fast':
-        await cancelUnfinished(tx, run.id, 'cancelled by fail_fast after a step failed');
-        await finishRun(tx, run, 'failed', action.errorMessage);
+        cancelUnfinished(tx, run.id, 'cancelled by fail_fast after a step failed');
+        finishRunLater(tx, run, 'failed', action.errorMessage);
         return;
       case 'finish':
-        await finishRun(tx, run, action.status, action.errorMessage);
+        finishRunLater(tx, run, action.status, action.errorMessage);
         return;
     }
   }
-  if (dispatched || stepsFinished) await one(tx, runsSql.SettleRun, [run.id, dispatched, stepsFinished]);
+  if (dispatched || stepsFinished) tx.later(runsSql.SettleRun, [run.id, dispatched, stepsFinished]);
 }
 
 
@@ -98,7 +106,7 @@ export async function advanceRun(tx: Queryable, runId: string, orchestration: Or
  * command past its deadline expires and the run advances (retry or failure). Then the
  * timer is set for the next deadline.
  */
-export async function expireRunCommands(tx: Queryable, runId: string, orchestration: OrchestrationConfig): Promise<void> {
+export async function expireRunCommands(tx: Tx, runId: string, orchestration: OrchestrationConfig): Promise<void> {
   const run = await lockRun(tx, runId);
   if (!run) return;
   if (!TERMINAL_RUN.has(run.status)) {
@@ -109,17 +117,27 @@ export async function expireRunCommands(tx: Queryable, runId: string, orchestrat
       if (expired.length > 0) await advanceRun(tx, run.id, orchestration);
     }
   }
-  await one(tx, commandsSql.ArmRunTimer, [run.id]);
+  tx.later(commandsSql.ArmRunTimer, [run.id]);
 }
 
 /**
  * Ends a run that is in progress (its counters are final, its timer removed) and lets the
  * tenant's waiting runs take the slot it frees.
  */
-async function finishRun(tx: Queryable, run: RunRow, status: string, message: string | null): Promise<RunRow | null> {
+async function finishRun(tx: Tx, run: RunRow, status: string, message: string | null): Promise<RunRow | null> {
   const finished = await one<RunRow>(tx, runsSql.FinishRun, [run.id, status, message]);
-  if (finished) await one(tx, runsSql.AdmitRuns, [run.tenant_id]);
+  if (finished) tx.later(runsSql.AdmitRuns, [run.tenant_id]);
   return finished;
+}
+
+/**
+ * finishRun with both statements queued: they go out with the COMMIT, so the tenant's
+ * admission lock (admit_runs) is held for that one round trip only. The caller holds the
+ * run's lock and knows it is in progress; admitting when nothing finished is harmless.
+ */
+function finishRunLater(tx: Tx, run: RunRow, status: string, message: string | null): void {
+  tx.later(runsSql.FinishRun, [run.id, status, message]);
+  tx.later(runsSql.AdmitRuns, [run.tenant_id]);
 }
 
 export type NewRun = {
@@ -136,29 +154,30 @@ export type NewRun = {
 /**
  * Creates runs of a pipeline's current version and admits those that fit under the
  * tenant's and scans' limits (the others wait as pending, oldest first). Returns the runs
- * as they are after admission; none when the pipeline does not exist.
+ * as they are after admission; none when the pipeline does not exist. With `last`, this
+ * is the end of the caller's transaction: admission, the read-back and COMMIT go out in
+ * one round trip, so the tenant's admission lock (admit_runs) is held for no round trip.
  */
-export async function createRuns(tx: Queryable, runs: NewRun[]): Promise<RunRow[]> {
-  const ids: string[] = [];
-  for (const r of runs) {
-    const row = await one<RunRow>(tx, runsSql.InsertRun, [
-      r.tenantId, r.pipelineId, r.assetId, r.scanId, r.triggerType, r.triggeredBy, r.context, r.target,
-    ]);
-    if (!row) return [];
-    ids.push(row.id);
-  }
-  for (const tenantId of new Set(runs.map((r) => r.tenantId))) await one(tx, runsSql.AdmitRuns, [tenantId]);
-  return many<RunRow>(tx, runsSql.GetRunsByIds, [ids]);
+export async function createRuns(tx: Tx, runs: NewRun[], opts: { last?: boolean } = {}): Promise<RunRow[]> {
+  if (runs.length === 0) return [];
+  const inserted = await tx.batch(runs.map((r) => ({
+    q: runsSql.InsertRun,
+    values: [r.tenantId, r.pipelineId, r.assetId, r.scanId, r.triggerType, r.triggeredBy, r.context, r.target],
+  })));
+  const ids = inserted.map((res) => (res.rows[0] as RunRow | undefined)?.id);
+  if (ids.some((id) => id === undefined)) return [];
+  for (const tenantId of [...new Set(runs.map((r) => r.tenantId))].sort()) tx.later(runsSql.AdmitRuns, [tenantId]);
+  return opts.last ? finalMany<RunRow>(tx, runsSql.GetRunsByIds, [ids]) : many<RunRow>(tx, runsSql.GetRunsByIds, [ids]);
 }
 
-async function dispatchStep(
-  tx: Queryable,
+function dispatchStep(
+  tx: Tx,
   run: RunRow,
   step: AdvanceRow,
   attempt: number,
   steps: Record<string, unknown>,
   orchestration: OrchestrationConfig,
-): Promise<void> {
+): void {
   const queueTimeout = parseDuration(run.settings.queue_timeout) ?? orchestration.queueTimeoutSeconds;
   const payload = {
     pipeline_run_id: run.id,
@@ -176,7 +195,7 @@ async function dispatchStep(
     context: run.context,
     steps,
   };
-  await one(tx, commandsSql.DispatchStep, [
+  tx.later(commandsSql.DispatchStep, [
     run.tenant_id, run.id, step.id, attempt, priorityOf(run), step.tool, step.capabilities, step.timeout_seconds,
     queueTimeout, payload,
   ]);
@@ -188,20 +207,20 @@ function priorityOf(run: RunRow): string {
 }
 
 /** Cancels every unfinished step of a run and its in-flight commands (commands first: lock order). */
-export async function cancelUnfinished(tx: Queryable, runId: string, reason: string): Promise<void> {
-  await many(tx, commandsSql.CancelRunCommands, [runId, reason]);
-  await many(tx, stepRunsSql.CancelRunSteps, [runId, reason]);
+export function cancelUnfinished(tx: Tx, runId: string, reason: string): void {
+  tx.later(commandsSql.CancelRunCommands, [runId, reason]);
+  tx.later(stepRunsSql.CancelRunSteps, [runId, reason]);
 }
 
 /** Cancels a run (the API's cancel; issue-3 run timeouts end a run the same way with 'timeout'). */
 export async function cancelRun(
-  tx: Queryable,
+  tx: Tx,
   run: RunRow,
   status: 'cancelled' | 'timeout',
   reason: string,
 ): Promise<RunRow | null> {
   if (TERMINAL_RUN.has(run.status)) return null;
-  await cancelUnfinished(tx, run.id, reason);
+  cancelUnfinished(tx, run.id, reason);
   return finishRun(tx, run, status, reason);
 }
 

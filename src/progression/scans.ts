@@ -49,7 +49,7 @@ export function parseTargets(stored: Record<string, unknown>): Targets {
  * that no longer exist); the runs are admitted under the limits or wait; the fire is
  * recorded in scan_fires. The caller holds the scan's row lock.
  */
-export async function fireScan(tx: Queryable, scan: ScanRow, trigger: FireTrigger): Promise<Fire> {
+export async function fireScan(tx: Tx, scan: ScanRow, trigger: FireTrigger): Promise<Fire> {
   const targets = parseTargets(scan.targets);
   const assets = await targetAssets(tx, scan.tenant_id, targets, trigger.onlyAssetIds);
   const skipped: { asset_id: string | null; reason: string }[] = [];

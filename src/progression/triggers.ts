@@ -1,6 +1,7 @@
 // Pipeline triggers of seed 001 beyond `manual`: a schedule trigger is kept as a scan of its
 // pipeline (so the one scheduler serves both), a webhook starts runs on request, and
 // on_asset_discovery starts a run when a matching asset is created.
+import type { Tx } from '../db/transaction.ts';
 import type { Queryable } from '../db/pool.ts';
 import { many, one } from '../store/query.ts';
 import { assetsSql, pipelinesSql, scansSql } from '../store/queries.ts';
@@ -72,7 +73,7 @@ export type WebhookOutcome = { runs: RunRow[]; ignored: string | null };
  * none) starts runs — on the asset the request names, else on the trigger's targets, else
  * one run with no asset.
  */
-export async function startWebhookRuns(tx: Queryable, pipeline: PipelineRow, req: WebhookRequest): Promise<WebhookOutcome | 'no_trigger' | 'unknown_asset'> {
+export async function startWebhookRuns(tx: Tx, pipeline: PipelineRow, req: WebhookRequest): Promise<WebhookOutcome | 'no_trigger' | 'unknown_asset'> {
   const hooks = (pipeline.triggers as Trigger[]).filter((t): t is Extract<Trigger, { type: 'webhook' }> => t.type === 'webhook');
   if (hooks.length === 0) return 'no_trigger';
   const hook = hooks.find((h) => !h.event || normalizeEvent(h.event) === req.event);
@@ -101,7 +102,7 @@ export async function startWebhookRuns(tx: Queryable, pipeline: PipelineRow, req
  * filter matches it starts one run on it (at most one per pipeline and asset, however often
  * this runs).
  */
-export async function startDiscoveryRuns(tx: Queryable, assetId: string): Promise<RunRow[]> {
+export async function startDiscoveryRuns(tx: Tx, assetId: string): Promise<RunRow[]> {
   const asset = await one<AssetRow>(tx, assetsSql.GetAssetById, [assetId]);
   if (!asset) return [];
   const started: RunRow[] = [];

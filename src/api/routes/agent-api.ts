@@ -11,7 +11,7 @@ import { presentCommand } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type pg from 'pg';
 import type { Queryable } from '../../db/pool.ts';
-import { many, one } from '../../store/query.ts';
+import { finalMany, many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
 import type { CommandRow } from '../../store/rows.ts';
 import { JsonObject } from '../../domain/json.ts';
@@ -100,9 +100,10 @@ export function agentApiRoutes(deps: AppDeps) {
     let wokenFor: Awaited<ReturnType<NonNullable<typeof subscription>['wait']>> = null;
     try {
       for (;;) {
+        // BEGIN, the agent's lock, the claim and COMMIT: one round trip.
         commands = await withTransaction(deps.pool, async (tx) => {
-          await one(tx, agentsSql.LockAgentForClaim, [agent.id]);
-          return many<CommandRow>(tx, commandsSql.ClaimCommands, [agent.id, agent.tenant_id, q.limit, o.ackTimeoutSeconds]);
+          tx.later(agentsSql.LockAgentForClaim, [agent.id]);
+          return finalMany<CommandRow>(tx, commandsSql.ClaimCommands, [agent.id, agent.tenant_id, q.limit, o.ackTimeoutSeconds]);
         });
         const remaining = deadline - Date.now();
         if (commands.length > 0 || !subscription || remaining <= 0 || deps.signals.stopping || c.req.raw.signal?.aborted) break;

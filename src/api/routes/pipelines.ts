@@ -278,7 +278,7 @@ export function pipelineRoutes(deps: AppDeps) {
       const [row] = await createRuns(tx, [{
         tenantId, pipelineId: id, assetId: body.asset_id ?? null, target, scanId: null, triggerType: 'manual',
         triggeredBy: body.triggered_by ?? 'api', context: body.context,
-      }]);
+      }], { last: true });
       if (!row) throw notFound('pipeline');
       return row;
     });
