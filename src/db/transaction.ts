@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { pipeline, type Statement } from './pipeline.ts';
 import type { NamedQuery } from './sql.ts';
@@ -41,9 +42,14 @@ export class Tx {
     return pipeline(this.client, statements);
   }
 
-  /** Runs a statement now (with whatever is queued before it). */
+  /**
+   * Runs a statement now (with whatever is queued before it). A fixed one-statement text
+   * without values (SAVEPOINT x, say) is prepared under a name derived from it, so it can
+   * travel in the same pipeline.
+   */
   async query(config: pg.QueryConfig | string, values?: unknown[]): Promise<pg.QueryResult> {
     const cfg: pg.QueryConfig = typeof config === 'string' ? { text: config, values } : config;
+    if (!cfg.name && !cfg.values?.length && !cfg.text.includes(';')) cfg.name = fixedName(cfg.text);
     if (cfg.name) {
       const results = await this.send([...this.take(), { q: { name: cfg.name, text: cfg.text }, values: cfg.values ?? [] }]);
       return results[results.length - 1];
@@ -90,6 +96,11 @@ export class Tx {
     if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
     this.ended = true;
   }
+}
+
+/** The prepared-statement name of a fixed text (savepoints): stable per text. */
+export function fixedName(text: string): string {
+  return `scanflow_fixed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`;
 }
 
 /**

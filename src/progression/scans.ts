@@ -2,7 +2,7 @@
 // limits, and the record of each fire. Used by the scheduler_tick task, the manual trigger,
 // webhooks and asset discovery.
 import type { Queryable } from '../db/pool.ts';
-import type { Tx } from '../db/transaction.ts';
+import { fixedName, type Tx } from '../db/transaction.ts';
 import { many, one } from '../store/query.ts';
 import { scansSql } from '../store/queries.ts';
 import type { AssetRow, RunRow, ScanFireRow, ScanRow } from '../store/rows.ts';
@@ -49,7 +49,7 @@ export function parseTargets(stored: Record<string, unknown>): Targets {
  * that no longer exist); the runs are admitted under the limits or wait; the fire is
  * recorded in scan_fires. The caller holds the scan's row lock.
  */
-export async function fireScan(tx: Tx, scan: ScanRow, trigger: FireTrigger): Promise<Fire> {
+export async function fireScan(tx: Tx, scan: ScanRow, trigger: FireTrigger, opts: { last?: boolean } = {}): Promise<Fire> {
   const targets = parseTargets(scan.targets);
   const assets = await targetAssets(tx, scan.tenant_id, targets, trigger.onlyAssetIds);
   const skipped: { asset_id: string | null; reason: string }[] = [];
@@ -82,12 +82,17 @@ export async function fireScan(tx: Tx, scan: ScanRow, trigger: FireTrigger): Pro
     triggeredBy: trigger.triggeredBy,
     context,
   })));
-  const fire = (await one<ScanFireRow>(tx, scansSql.InsertScanFire, [
+  const values = [
     scan.tenant_id, scan.id, trigger.type, trigger.triggeredBy, trigger.dueAt ?? null, runs.map((r) => r.id),
     runs.filter((r) => r.admitted_at === null).length, JSON.stringify(skipped),
-  ]))!;
+  ];
+  // With `last`, the fire's record commits the caller's transaction in the same round trip.
+  const fire = (opts.last ? (await tx.finalRead(scansSql.InsertScanFire, values)).rows[0] as ScanFireRow
+    : (await one<ScanFireRow>(tx, scansSql.InsertScanFire, values))!);
   return { fire, runs };
 }
+
+const RELEASE_FIRE = { name: fixedName('RELEASE SAVEPOINT fire'), text: 'RELEASE SAVEPOINT fire' };
 
 /** How many due scans one tick fires before it hands the rest to more ticks. */
 const TICK_BATCH = 200;
@@ -112,13 +117,15 @@ export async function runSchedulerTick(
       if (!scan) return true;
       // Missed fires are not replayed: the next fire is the first one after now.
       const next = scan.cron_expression ? nextFire(scan.cron_expression, scan.timezone, scan.db_now) : null;
-      await one(tx, scansSql.AdvanceSchedule, [scan.id, next]);
+      tx.later(scansSql.AdvanceSchedule, [scan.id, next]);
       // One scan that cannot fire (its stored targets no longer parse, its pipeline is gone)
       // must not stop the scheduler: the failure is recorded as the fire, and it moves on.
       await tx.query('SAVEPOINT fire');
       try {
         await fireScan(tx, scan, { type: 'schedule', triggeredBy: `schedule:${scan.name}`, dueAt: scan.next_run_at });
-        await tx.query('RELEASE SAVEPOINT fire');
+        // Goes out with the COMMIT: the tenant's admission lock taken by the fire is held
+        // for one round trip less.
+        tx.later(RELEASE_FIRE, []);
       } catch (err) {
         // Contention is not the scan's fault: the whole transaction is retried.
         if (['40001', '40P01', '55P03'].includes((err as { code?: string }).code ?? '')) throw err;

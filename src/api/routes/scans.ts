@@ -196,7 +196,7 @@ export function scanRoutes(deps: AppDeps) {
       const scan = await lockScan(tx, c);
       if (scan.status === 'disabled') throw conflict('scan_disabled', `Scan '${scan.name}' is disabled`);
       parseTargets(scan.targets);
-      return fireScan(tx, scan, { type: 'manual', triggeredBy: 'api', context: body.context });
+      return fireScan(tx, scan, { type: 'manual', triggeredBy: 'api', context: body.context }, { last: true });
     });
     return c.json({ fire_id: fire.id, runs: runs.map((run) => presentRun(run)), skipped: fire.skipped }, 201);
   });
