@@ -49,9 +49,9 @@ export class Tx {
    */
   async query(config: pg.QueryConfig | string, values?: unknown[]): Promise<pg.QueryResult> {
     const cfg: pg.QueryConfig = typeof config === 'string' ? { text: config, values } : config;
-    if (!cfg.name && !cfg.values?.length && !cfg.text.includes(';')) cfg.name = fixedName(cfg.text);
-    if (cfg.name) {
-      const results = await this.send([...this.take(), { q: { name: cfg.name, text: cfg.text }, values: cfg.values ?? [] }]);
+    const name = cfg.name ?? (!cfg.values?.length && !cfg.text.includes(';') ? fixedName(cfg.text) : undefined);
+    if (name) {
+      const results = await this.send([...this.take(), { q: { name, text: cfg.text }, values: cfg.values ?? [] }]);
       return results[results.length - 1];
     }
     // An unnamed statement (a savepoint, say) is not pipelined: flush first, then send it.

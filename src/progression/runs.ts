@@ -164,8 +164,9 @@ export async function createRuns(tx: Tx, runs: NewRun[], opts: { last?: boolean 
     q: runsSql.InsertRun,
     values: [r.tenantId, r.pipelineId, r.assetId, r.scanId, r.triggerType, r.triggeredBy, r.context, r.target],
   })));
-  const ids = inserted.map((res) => (res.rows[0] as RunRow | undefined)?.id);
-  if (ids.some((id) => id === undefined)) return [];
+  const ids = inserted.flatMap((res) => (res.rows as RunRow[]).map((row) => row.id));
+  if (ids.length === 0) return []; // the pipeline does not exist
+  if (ids.length !== runs.length) throw new Error('createRuns: runs of several pipelines, some missing, in one call');
   for (const tenantId of [...new Set(runs.map((r) => r.tenantId))].sort()) tx.later(runsSql.AdmitRuns, [tenantId]);
   return opts.last ? finalMany<RunRow>(tx, runsSql.GetRunsByIds, [ids]) : many<RunRow>(tx, runsSql.GetRunsByIds, [ids]);
 }

@@ -17,11 +17,6 @@ export async function exec(tx: Queryable, q: NamedQuery, values: unknown[]): Pro
   return result.rowCount ?? 0;
 }
 
-/** A write whose result nobody reads: it goes out with the transaction's next round trip. */
-export function later(tx: Tx, q: NamedQuery, values: unknown[]): void {
-  tx.later(q, values);
-}
-
 /** The transaction's last read: it commits in the same round trip. */
 export async function finalMany<T>(tx: Tx, q: NamedQuery, values: unknown[]): Promise<T[]> {
   return (await tx.finalRead(q, values)).rows as T[];
