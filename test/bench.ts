@@ -1122,6 +1122,22 @@ async function main(): Promise<number> {
     };
     report.ratio_pct = r1(ratio);
     report.ratio_pct_vs_one_at_a_time = r1((stepsPerSec / singleRate) * 100);
+    // What graphile-worker's own cost per job allows: a step needs its jobs added one at a
+    // time by the transactions that made them necessary, so each costs what a job of the
+    // one-at-a-time variant cost (Node + PostgreSQL CPU); with nothing else costing anything,
+    // the machine's CPUs could run at most this many steps per second.
+    const single = cpuReport(cpuP3b, singleJobs).per_unit_ms;
+    const jobsPerStep = r2(c2.jobs_ins / stepsCompleted);
+    if (single.postgres !== null && jobsPerStep > 0) {
+      const cpuPerStepMs = jobsPerStep * (single.node + single.postgres);
+      const ceiling = (os.cpus().length * 1000) / cpuPerStepMs;
+      report.job_cost_ceiling = {
+        jobs_per_step: jobsPerStep,
+        cpu_ms_per_job: r2(single.node + single.postgres),
+        steps_per_s: r1(ceiling),
+        pct_of_batch: r1((ceiling / batchRate) * 100),
+      };
+    }
     report.targets = targets;
     report.problems = problems;
 
@@ -1236,6 +1252,12 @@ function printReport(
   out(`Ratio: ${f1(x.stepsPerSec)} steps/s ÷ ${f1(x.batchRate)} raw jobs/s = ${f1(x.ratio)}%`);
   out(`   (against the batch-enqueued figure, the higher of the two, so the comparison is conservative; ` +
     `against one-at-a-time: ${report.ratio_pct_vs_one_at_a_time}%)`);
+  const ceil = report.job_cost_ceiling as { jobs_per_step: number; cpu_ms_per_job: number; steps_per_s: number; pct_of_batch: number } | undefined;
+  if (ceil) {
+    out(`   ceiling set by graphile-worker's own job cost: ${ceil.jobs_per_step} jobs/step × ${ceil.cpu_ms_per_job} ms CPU per job ` +
+      `added one at a time = at most ${f1(ceil.steps_per_s)} steps/s on ${os.cpus().length} CPUs even if nothing else cost anything ` +
+      `(${f1(ceil.pct_of_batch)}% of the batch figure)`);
+  }
   const sc = report.scheduler;
   out(`4. Scheduler: scans due one by one (${sc.delay_ms.n}), delay from due time to run creation`);
   out(`   p50 ${f1(sc.delay_ms.p50)} ms   p95 ${f1(sc.delay_ms.p95)} ms   p99 ${f1(sc.delay_ms.p99)} ms   max ${f1(sc.delay_ms.max)} ms`);
