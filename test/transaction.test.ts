@@ -155,6 +155,33 @@ describe('transactions in few round trips', () => {
     }
   });
 
+  test('in a pipeline, a statement after a lock sees what the lock holder committed (the advance relies on it)', async () => {
+    // advanceRun sends the run's lock and the read of its steps together: the read must
+    // take its snapshot after the lock is granted, not when the pipeline was sent.
+    await pool.query("INSERT INTO tx_probe (n, note) VALUES (60, 'lock'), (61, 'before')");
+    const Lock = q('t_lock', 'SELECT n FROM tx_probe WHERE n = $1 FOR UPDATE');
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT n FROM tx_probe WHERE n = 60 FOR UPDATE');
+      await holder.query("UPDATE tx_probe SET note = 'after' WHERE n = 61");
+      const waiter = withTransaction(pool, (tx) => tx.batch([{ q: Lock, values: [60] }, { q: ByN, values: [61] }]));
+      // The waiter is blocked on the lock (its pipeline is on the server) before the commit.
+      let waiting = false;
+      for (let i = 0; i < 200 && !waiting; i++) {
+        const { rows } = await pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()");
+        waiting = rows[0].n > 0;
+        if (!waiting) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(waiting, 'the pipelined lock waited for the holder');
+      await holder.query('COMMIT');
+      const [, read] = await waiter;
+      assert.equal(read.rows[0].note, 'after');
+    } finally {
+      holder.release();
+    }
+  });
+
   test('a deadlock is retried from the start with a fresh transaction', async () => {
     await pool.query("INSERT INTO tx_probe (n, note) VALUES (50, 'a'), (51, 'b')");
     const Touch = q('t_touch', 'UPDATE tx_probe SET note = note || $2 WHERE n = $1');
