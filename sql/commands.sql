@@ -7,7 +7,7 @@ WITH command AS (
   INSERT INTO commands (tenant_id, pipeline_run_id, step_run_id, attempt, priority, tool, capabilities,
                         timeout_seconds, payload, expires_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, now() + make_interval(secs => $9))
-  RETURNING id, expires_at
+  RETURNING id, type, expires_at
 ), step AS (
   UPDATE step_runs s
   SET status = 'queued', command_id = command.id, attempt = $4, queued_at = now(), retry_at = NULL,
@@ -17,7 +17,7 @@ WITH command AS (
   WHERE s.id = $3
   RETURNING s.id
 )
-SELECT command.id FROM command, step;
+SELECT command.id, command.type FROM command, step;
 
 -- name: ClaimCommands :many
 -- Claims up to $3 claimable commands for an agent (never beyond its free capacity) in one
@@ -69,8 +69,9 @@ SELECT * FROM commands WHERE id = $1 AND agent_id = $2;
 
 -- name: AckCommand :one
 -- pending (claimed by this agent) → acknowledged. The step deadline starts now; the step
--- run becomes running. The run's expiry timer needs no change: it was armed for at most
--- the step timeout from when the command was created or last checked (ArmRunTimer).
+-- run becomes running (started_step_key names it when it did). The run's expiry timer
+-- needs no change: it was armed for at most the step timeout from when the command was
+-- created or last checked (ArmRunTimer).
 WITH command AS (
   UPDATE commands
   SET status = 'acknowledged', acknowledged_at = now(), claim_expires_at = NULL,
@@ -82,9 +83,9 @@ WITH command AS (
   SET status = 'running', started_at = now(), agent_id = command.agent_id, updated_at = now()
   FROM command
   WHERE s.id = command.step_run_id AND s.command_id = command.id AND s.status = 'queued'
-  RETURNING s.id
+  RETURNING s.step_key
 )
-SELECT command.* FROM command WHERE (SELECT count(*) FROM step) >= 0;
+SELECT command.*, (SELECT step_key FROM step) AS started_step_key FROM command;
 
 -- name: StartCommand :one
 -- acknowledged → running (the step deadline set at acknowledgement stands).
@@ -93,11 +94,13 @@ WHERE id = $1 AND agent_id = $2 AND status = 'acknowledged'
 RETURNING *;
 
 -- name: FinishCommand :one
--- pending/acknowledged/running → completed or failed, as reported by the holding agent,
+-- pending/acknowledged/running → completed or failed, as reported by the holding agent
+-- (with what it says of the run: exit code $7, duration $8, status $9, completion time $10),
 -- and asks for the run to be advanced.
 WITH command AS (
   UPDATE commands
   SET status = $3, result = $4, error_code = $5, error_message = $6, completed_at = now(),
+      exit_code = $7, duration_ms = $8, reported_status = $9, reported_completed_at = $10,
       acknowledged_at = coalesce(acknowledged_at, now()), claim_expires_at = NULL, updated_at = now()
   WHERE id = $1 AND agent_id = $2 AND status IN ('pending', 'acknowledged', 'running')
   RETURNING *
@@ -111,16 +114,36 @@ SELECT command.* FROM command WHERE (SELECT count(*) FROM advance) >= 0;
 -- A command of a tenant.
 SELECT * FROM commands WHERE tenant_id = $1 AND id = $2;
 
--- name: ListCommands :many
--- A tenant's commands, newest first, with optional filters.
-SELECT *, created_at::text AS cursor_at FROM commands
-WHERE tenant_id = $1
-  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
-  AND ($4::text IS NULL OR status = $4)
-  AND ($5::uuid IS NULL OR agent_id = $5)
-  AND ($6::uuid IS NULL OR pipeline_run_id = $6)
-ORDER BY created_at DESC, id DESC
-LIMIT $7;
+-- The command list (GET /api/v1/commands): newest first, composed per combination of its
+-- filters like the run list (sql/pipeline_runs.sql, src/store/lists.ts): each is planned with
+-- its values, so a rare status reads commands_tenant_status_idx, a live one the partial
+-- indexes of what is in flight, and completed the tenant's own index.
+
+-- name: CommandListHead :fragment
+-- A page of a tenant's commands (every column, and created_at as PostgreSQL prints it, for the cursor).
+SELECT c.*, c.created_at::text AS cursor_at FROM commands c
+WHERE c.tenant_id = $1
+
+-- name: CommandWhereStatus :fragment
+-- In this status.
+AND c.status = $1
+
+-- name: CommandWhereAgent :fragment
+-- Claimed by this agent (commands_agent_created_idx).
+AND c.agent_id = $1::uuid
+
+-- name: CommandWhereRun :fragment
+-- Of this pipeline run (commands_run_idx).
+AND c.pipeline_run_id = $1::uuid
+
+-- name: CommandListAfter :fragment
+-- The keyset: after the cursor's row.
+AND (c.created_at, c.id) < ($1::timestamptz, $2::uuid)
+
+-- name: CommandListOrder :fragment
+-- Newest first, at most $1.
+ORDER BY c.created_at DESC, c.id DESC
+LIMIT $1
 
 -- name: ListStepCommands :many
 -- Every attempt's command of a step run, oldest first.
@@ -137,7 +160,7 @@ SET status = 'expired',
                          ELSE 'the step did not finish within ' || timeout_seconds || 's' END,
     completed_at = now(), claim_expires_at = NULL, updated_at = now()
 WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running') AND expires_at <= now()
-RETURNING id;
+RETURNING id, tenant_id, type;
 
 -- name: ArmRunTimer :exec
 -- Sets a run's expiry timer (job_key command_expire:<run id>) to run_next_deadline(), or
@@ -159,7 +182,7 @@ UPDATE commands
 SET status = 'cancelled', error_code = 'cancelled', error_message = $2, completed_at = now(),
     claim_expires_at = NULL, updated_at = now()
 WHERE pipeline_run_id = $1 AND status IN ('pending', 'acknowledged', 'running')
-RETURNING id;
+RETURNING id, tenant_id, type;
 
 -- name: FailLostAgentCommands :many
 -- The commands a lost agent was running fail as agent_lost (progression retries them);
@@ -168,7 +191,7 @@ WITH lost AS (
   UPDATE commands
   SET status = 'failed', error_code = 'agent_lost', error_message = $2, completed_at = now(), updated_at = now()
   WHERE agent_id = $1 AND status IN ('acknowledged', 'running')
-  RETURNING id, pipeline_run_id
+  RETURNING id, tenant_id, type, pipeline_run_id
 ), released AS (
   UPDATE commands
   SET agent_id = NULL, claimed_at = NULL, claim_expires_at = NULL, updated_at = now()
@@ -178,5 +201,5 @@ WITH lost AS (
   SELECT request_run_advance(pipeline_run_id) AS job
   FROM lost WHERE pipeline_run_id IS NOT NULL
 )
-SELECT lost.id, lost.pipeline_run_id FROM lost
+SELECT lost.id, lost.tenant_id, lost.type, lost.pipeline_run_id FROM lost
 WHERE (SELECT count(*) FROM advance) >= 0 AND (SELECT count(*) FROM released) >= 0;

@@ -44,30 +44,17 @@ SELECT scan.*, arm_scheduler_including(scan.next_run_at) AS armed FROM scan;
 -- tick for a deleted scan finds nothing due and re-arms for the next one.
 DELETE FROM scans WHERE tenant_id = $1 AND id = $2 RETURNING id;
 
--- name: ClaimDueScan :one
--- The scheduler claims one due scan; SKIP LOCKED lets any number of ticks, in any number
--- of processes, share the due scans without firing one twice.
-SELECT *, now() AS db_now FROM scans
-WHERE status = 'active' AND next_run_at <= now()
-ORDER BY next_run_at
-LIMIT 1
-FOR UPDATE SKIP LOCKED;
-
--- name: CountDueScans :one
--- How many scans are due now (the scheduler spreads a large burst over more ticks).
-SELECT count(*)::int AS n FROM scans WHERE status = 'active' AND next_run_at <= now();
-
--- name: AdvanceSchedule :exec
--- A fired scan's next fire (computed with croner in the claiming transaction).
-UPDATE scans SET next_run_at = $2, last_run_at = now(), updated_at = now() WHERE id = $1;
-
 -- name: ArmScheduler :one
 -- Schedules the scheduler_tick job at the earliest due scan.
 SELECT arm_scheduler() AS next_at;
 
 -- name: AddSchedulerTicks :exec
--- Extra ticks to share a burst of due scans between workers (claims use SKIP LOCKED).
-SELECT graphile_worker.add_job('scheduler_tick', '{}'::json) FROM generate_series(1, $1::int);
+-- Extra ticks to share a burst of due scans between workers (claims use SKIP LOCKED). They
+-- go before other jobs (priority -1): a burst admits runs, whose thousands of run_advance
+-- jobs would otherwise queue ahead of the tick that fires the rest of the burst. $2: the
+-- ticks are helpers (which add no helpers of their own).
+SELECT graphile_worker.add_job('scheduler_tick', json_build_object('helper', $2::boolean), priority => -1)
+FROM generate_series(1, $1::int);
 
 -- name: TargetAssets :many
 -- Assets of a tenant that a scan may target: the given ids, or (no ids) every asset that
@@ -80,17 +67,6 @@ WHERE tenant_id = $1
   AND ($4::text[] IS NULL OR criticality = ANY ($4))
   AND ($5::text[] IS NULL OR tags @> $5)
 ORDER BY created_at, id;
-
--- name: ActiveScanRuns :many
--- The scan's runs still in progress (or waiting for a slot), by asset: a scan does not
--- start another run on an asset while one is active (Crossfeed's in-progress rule).
-SELECT id, asset_id, status FROM pipeline_runs WHERE scan_id = $1 AND status IN ('pending', 'running');
-
--- name: InsertScanFire :one
--- Records a fire: its runs and its skips with reasons.
-INSERT INTO scan_fires (tenant_id, scan_id, trigger_type, triggered_by, due_at, run_ids, waiting_runs, skipped)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING *;
 
 -- name: ListScanFires :many
 -- A scan's fires, newest first.

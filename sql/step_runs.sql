@@ -1,11 +1,17 @@
 -- Step runs: the transitions progression makes.
 
 -- name: StepRunsForAdvance :many
--- Every step run of a run with its definition and its current command's outcome.
+-- Every step run of a run with its definition and its current command's outcome; for a step
+-- whose command completed without a findings_count, the distinct findings ingested for the
+-- command (its findings_count then).
 SELECT s.*, d.condition, d.tool, d.capabilities, d.config, d.timeout_seconds, d.retry_delay_seconds,
        d.max_retries,
        c.status AS command_status, c.result AS command_result, c.error_code AS command_error_code,
-       c.error_message AS command_error_message, c.agent_id AS command_agent_id
+       c.error_message AS command_error_message, c.agent_id AS command_agent_id,
+       CASE WHEN s.status IN ('queued', 'running') AND c.status = 'completed'
+                 AND coalesce(jsonb_typeof(c.result -> 'findings_count'), 'null') = 'null'
+            THEN (SELECT count(DISTINCT fs.finding_id)::int FROM finding_sightings fs WHERE fs.command_id = c.id)
+       END AS ingested_findings
 FROM step_runs s
 JOIN pipeline_steps d ON d.id = s.step_id
 LEFT JOIN commands c ON c.id = s.command_id
@@ -66,7 +72,7 @@ UPDATE step_runs
 SET status = 'cancelled', error_code = 'cancelled', error_message = $2, retry_at = NULL,
     completed_at = now(), updated_at = now()
 WHERE pipeline_run_id = $1 AND status IN ('pending', 'queued', 'running')
-RETURNING id;
+RETURNING id, tenant_id, pipeline_run_id, step_key;
 
 -- name: ResetStepsForRetry :exec
 -- A manual retry: the given steps start over as pending, each with a fresh set of attempts.

@@ -1,9 +1,9 @@
 // Entry point: `npm start`. Runs the API and the worker in one process (ROLE=api|worker
 // to split them), on DATABASE_URL or an embedded PostgreSQL.
-import pino from 'pino';
 import { ConfigError, loadConfig } from './config.ts';
 import { startOrchestrator } from './server.ts';
 import { ConfigFileError } from './config-file/index.ts';
+import { processLogger } from './observability/logger.ts';
 
 let config;
 try {
@@ -16,7 +16,7 @@ try {
   throw err;
 }
 
-const logger = pino({ level: config.logLevel });
+const logger = await processLogger(config.logLevel);
 const orchestrator = await startOrchestrator(config, logger).catch((err) => {
   if (err instanceof ConfigFileError) {
     console.error(err.message); // every problem with its file, line and path; no stack
@@ -26,11 +26,15 @@ const orchestrator = await startOrchestrator(config, logger).catch((err) => {
   process.exit(1);
 });
 
-if (orchestrator.url) logger.info({ url: orchestrator.url, role: config.role }, 'scanflow is listening');
+if (orchestrator.url) {
+  logger.info({ url: orchestrator.url, dashboard: `${orchestrator.url}/`, role: config.role }, 'scanflow is listening');
+  // The address to open, on every start: the dashboard signs in with a tenant token or the admin token.
+  process.stdout.write(`\n  dashboard:     ${orchestrator.url}/\n${orchestrator.generatedAdminToken ? '' : '\n'}`);
+}
 if (orchestrator.generatedAdminToken) {
   // Printed once, on the start that generated it; only its hash is stored.
   process.stdout.write(
-    `\n  scanflow API:  ${orchestrator.url || '(worker only)'}\n` +
+    `${orchestrator.url ? '' : '\n'}  scanflow API:  ${orchestrator.url || '(worker only)'}\n` +
       `  admin token:   ${orchestrator.generatedAdminToken}\n` +
       `  (shown once; set ADMIN_TOKEN to choose your own)\n\n`,
   );

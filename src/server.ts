@@ -8,11 +8,14 @@ import type pg from 'pg';
 import type { Runner } from 'graphile-worker';
 import type { Config } from './config.ts';
 import { createPool } from './db/pool.ts';
+import { ReadRouting } from './db/reads.ts';
 import { migrate } from './db/migrate.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { startWorker } from './worker.ts';
 import { createApp } from './api/app.ts';
 import { CommandSignals } from './api/signals.ts';
+import { EventStream } from './api/event-stream.ts';
+import { secretBox } from './delivery/secrets.ts';
 import { hashToken, newSecret } from './api/auth.ts';
 import { one } from './store/query.ts';
 import { scansSql, tenantsSql } from './store/queries.ts';
@@ -23,6 +26,8 @@ export type Orchestrator = {
   databaseUrl: string;
   pool: pg.Pool;
   logger: Logger;
+  /** With DATABASE_READ_URL (and the API role): where reads go, and how many went where. */
+  reads: ReadRouting | null;
   /** Set when this start generated the admin token (shown once). */
   generatedAdminToken: string | null;
   stop: () => Promise<void>;
@@ -41,6 +46,24 @@ async function adminCredential(pool: pg.Pool, given: string | undefined): Promis
   if (stored) return { hash: secret.hash, generated: secret.token };
   const existing = await one<{ value: string }>(pool, tenantsSql.GetSetting, [ADMIN_TOKEN_SETTING]);
   return { hash: Buffer.from(existing!.value, 'hex'), generated: null };
+}
+
+/**
+ * DATABASE_READ_URL's pool and the routing of reads (src/db/reads.ts). A replica that cannot be
+ * reached now is no reason not to start (reads go to the primary until it answers); one that
+ * is not a standby in recovery is said at once: reads that must wait for its replay never go there.
+ */
+async function readReplica(url: string, primary: pg.Pool, logger: Logger): Promise<ReadRouting> {
+  // Named, so pg_stat_activity on the replica shows which sessions are scanflow's reads.
+  const replica = createPool(url, 20, { connectionTimeoutMillis: 5_000, application_name: 'scanflow reads' });
+  try {
+    const { rows } = await replica.query('SELECT pg_is_in_recovery() AS standby');
+    if (!rows[0].standby) logger.warn('DATABASE_READ_URL is not a standby in recovery: reads that must see recent writes go to DATABASE_URL');
+    else logger.info('read replica: list and detail reads go to DATABASE_READ_URL');
+  } catch (err) {
+    logger.warn({ err }, 'DATABASE_READ_URL does not answer yet; reads go to DATABASE_URL until it does');
+  }
+  return new ReadRouting(primary, replica, logger.child({ component: 'reads' }));
 }
 
 export async function startOrchestrator(config: Config, logger: Logger = pino({ level: config.logLevel })): Promise<Orchestrator> {
@@ -76,6 +99,11 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
     // arm it for the earliest due scan. Scans missed while everything was down fire once.
     await one(pool, scansSql.ArmScheduler, []);
     const admin = await adminCredential(pool, config.adminToken);
+    // Webhook signing secrets are stored encrypted (src/delivery/secrets.ts); say so when the key is beside them.
+    if ((await secretBox(pool, config.orchestration.delivery.secretsKey)).keyInDatabase) {
+      logger.warn('SECRETS_KEY is not set: webhook signing secrets are encrypted under a key stored in the database itself, ' +
+        'so a copy of the database reveals them; set SECRETS_KEY (32 bytes: openssl rand -base64 32) and keep it apart from the database');
+    }
 
     let worker: Runner | null = null;
     if (config.role !== 'api') {
@@ -86,10 +114,19 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
     }
 
     let url = '';
+    let reads: ReadRouting | null = null;
     if (config.role !== 'worker') {
       const signals = new CommandSignals(databaseUrl, logger.child({ component: 'signals' }));
       await signals.start();
-      const app = createApp({ pool, orchestration: config.orchestration, signals, adminTokenHash: () => admin.hash, logger });
+      const eventStream = new EventStream(databaseUrl, pool, logger.child({ component: 'event-stream' }));
+      await eventStream.start();
+      const routing = config.databaseReadUrl ? await readReplica(config.databaseReadUrl, pool, logger) : null;
+      if (routing) stops.push(() => routing.replica!.end());
+      reads = routing;
+      const app = createApp({
+        pool, orchestration: config.orchestration, signals, eventStream, adminTokenHash: () => admin.hash, logger, metricsToken: config.metricsToken,
+        reads: routing ?? undefined,
+      });
       const server = await new Promise<ServerType>((resolve) => {
         const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
       });
@@ -100,6 +137,7 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
       stops.push(async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await signals.stop();
+        await eventStream.stop(); // streams never end by themselves: their clients reconnect elsewhere
         (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         await closed;
       });
@@ -111,6 +149,7 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
       pool,
       logger,
       generatedAdminToken: admin.generated,
+      reads,
       stop: stopAll,
     };
   } catch (err) {

@@ -292,8 +292,8 @@ describe('long poll', () => {
     const res = await h.request('GET', '/api/v1/agent/commands?wait=1&limit=5', { apiKey: agent.apiKey });
     const elapsed = Date.now() - started;
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body.commands, []);
-    assert.equal(typeof res.body.poll_interval_seconds, 'number');
+    assert.deepEqual(res.body, []);
+    assert.equal(res.headers.get('x-poll-interval-seconds'), String(h.orchestration.pollIntervalSeconds));
     assert.ok(elapsed >= 900, `held for the wait (${elapsed}ms)`);
     assert.ok(elapsed < 3_000, `not much longer than the wait (${elapsed}ms)`);
   });
@@ -644,7 +644,8 @@ describe('heartbeat', () => {
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.deepEqual(res.body, {
       status: 'ok', agent_id: agent.id, tenant_id: t.id, heartbeat_interval_seconds: h.orchestration.heartbeatIntervalSeconds,
-      cancel_command_ids: [],
+      poll_interval_seconds: h.orchestration.pollIntervalSeconds, cancel_command_ids: [],
+      max_concurrent_jobs: 5, tools: ['hb'], capabilities: [],
     });
     const shown = await h.request('GET', `/api/v1/agents/${agent.id}`, { token: t.token });
     assert.equal(shown.status, 200);

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { formatDuration, parseDuration } from '../src/domain/durations.ts';
+import { nameWithSuffix } from '../src/domain/names.ts';
 import {
   assetScope, evaluateCondition, expressionProblem, type Condition, type ConditionScope,
 } from '../src/domain/conditions.ts';
@@ -27,13 +28,45 @@ describe('parseDuration', () => {
 
   const invalid: unknown[] = [
     '10x', '', ' ', 0, -5, 1.5, 'm', null, undefined, '0s', '0', '-5', '1.5', '1.5h', '30 m', 'h1', '1m1h',
-    NaN, Infinity, '99999999999999999999d', true, {}, ['30m'],
+    NaN, Infinity, '99999999999999999999d', 2 ** 53, 1e300, true, {}, ['30m'],
   ];
   for (const input of invalid) {
     it(`${typeof input === 'string' ? JSON.stringify(input) : String(input)} is not a duration`, () => {
       assert.equal(parseDuration(input), null);
     });
   }
+});
+
+describe('durations in a pipeline document', () => {
+  it('are at most 365 days (they overflowed the integer columns they are stored in, a 400 naming no field)', () => {
+    const doc = (timeout: unknown, settings: Record<string, unknown> = {}) =>
+      validatePipeline({ name: 'p', settings, steps: [{ id: 'a', tool: 't', timeout }] });
+    assert.equal(doc('365d').ok, true);
+    assert.equal(doc(31_536_000).ok, true);
+    for (const timeout of ['366d', 31_536_001, '2147483647m', '9999999999d', 2 ** 31, 1e300]) {
+      const checked = doc(timeout);
+      assert.equal(checked.ok, false, String(timeout));
+      if (!checked.ok) assert.deepEqual(checked.problems.map((p) => p.path), ['steps[0].timeout'], String(timeout));
+    }
+    for (const key of ['timeout', 'queue_timeout']) {
+      const checked = doc('30m', { [key]: 1e300 });
+      assert.equal(checked.ok, false);
+      if (!checked.ok) assert.deepEqual(checked.problems.map((p) => p.path), [`settings.${key}`]);
+    }
+  });
+});
+
+describe('nameWithSuffix', () => {
+  it('keeps a short name whole, and cuts a long one between characters so the whole is 255 characters', () => {
+    assert.equal(nameWithSuffix('scan', ' (copy)'), 'scan (copy)');
+    const long = `${'x'.repeat(247)}😀😀😀😀😀😀😀😀`; // 255 characters, 263 UTF-16 units
+    const named = nameWithSuffix(long, ' (schedule 1)');
+    assert.equal([...named].length, 255);
+    assert.ok(named.isWellFormed(), 'a surrogate pair was cut');
+    assert.equal(named, `${'x'.repeat(242)} (schedule 1)`);
+    assert.equal([...nameWithSuffix(`${'x'.repeat(236)}😀${'y'.repeat(18)}`, ' (copy 2)')].length, 255);
+    assert.equal(nameWithSuffix(`${'x'.repeat(245)}          z`, ' (copy)'), `${'x'.repeat(245)} (copy)`);
+  });
 });
 
 describe('formatDuration', () => {

@@ -142,6 +142,7 @@ describe('npm start (src/main.ts) as a process', { timeout: 90_000 }, () => {
       const out = p.stdout();
       assert.equal((out.match(/admin token:/g) ?? []).length, 1, `the token is printed exactly once:\n${out}`);
       assert.match(out, new RegExp(`scanflow API:\\s+http://127\\.0\\.0\\.1:${port}`));
+      assert.match(out, new RegExp(`dashboard:\\s+http://127\\.0\\.0\\.1:${port}/\n`), 'the dashboard\'s address is printed');
       [generatedToken] = tokensIn(out);
       assert.ok(generatedToken && generatedToken.length >= 16, `a token: ${generatedToken}`);
       assert.doesNotMatch(p.stderr(), new RegExp(generatedToken), 'the token is not logged on stderr');
@@ -186,6 +187,7 @@ describe('npm start (src/main.ts) as a process', { timeout: 90_000 }, () => {
       assert.equal(created.status, 201, JSON.stringify(created.body));
       assert.doesNotMatch(p.stdout(), /admin token:/);
       assert.doesNotMatch(p.stdout(), new RegExp(generatedToken));
+      assert.match(p.stdout(), new RegExp(`dashboard:\\s+${base}/\n`), 'the dashboard\'s address is printed on every start');
 
       const exit = await stop(p);
       assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM must end the process cleanly\n${p.stdout().slice(-2000)}`);
@@ -247,7 +249,7 @@ describe('npm start (src/main.ts) as a process', { timeout: 90_000 }, () => {
 
       const answer = await withTimeout(poll, 8_000, 'the long poll answering after SIGTERM');
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
-      assert.deepEqual(answer.body.commands, []);
+      assert.deepEqual(answer.body, []);
       assert.ok(answer.at - signalled < 5_000, `the poll answered ${answer.at - signalled}ms after SIGTERM`);
       assert.ok(answer.at - pollStarted < 20_000, 'the poll did not run its full 30s');
 

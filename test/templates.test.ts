@@ -1,4 +1,5 @@
-// System templates (seed 001 "System Templates") through the real app: the five templates,
+// System templates (seed 001 "System Templates") through the real app: the seed's five
+// templates and the reference agent's Local Security Scan,
 // each a valid pipeline document; copying one into a tenant with `use`; naming, errors and
 // tenant isolation; and a run of the copied Full Security Scan on a web application.
 import { after, before, describe, it } from 'node:test';
@@ -17,8 +18,10 @@ const SEED: Record<string, [string, string][]> = {
   'API Security': [['api_discovery', 'swagger'], ['api_scan', 'nuclei'], ['fuzzing', 'ffuf']],
   'Infrastructure Scan': [['port_scan', 'nmap'], ['vuln_scan', 'nuclei'], ['ssl_check', 'testssl']],
   'Continuous Monitoring': [['quick_sast', 'semgrep'], ['sca_critical', 'trivy']],
+  // Not in the seed: the tools of the reference agent (src/agent/).
+  'Local Security Scan': [['secrets', 'secretlint'], ['sast', 'eslint'], ['sca', 'npm-audit'], ['infra', 'nmap'], ['tls', 'sslscan']],
 };
-const SLUGS = ['full-security-scan', 'container-security', 'api-security', 'infrastructure-scan', 'continuous-monitoring'];
+const SLUGS = ['full-security-scan', 'container-security', 'api-security', 'infrastructure-scan', 'continuous-monitoring', 'local-security-scan'];
 
 let h: Harness;
 let a: Tenant;
@@ -52,13 +55,13 @@ describe('system templates (domain)', () => {
 
   it('ids are fixed distinct UUIDs and slugs are the documented ones', () => {
     assert.deepEqual(SYSTEM_TEMPLATES.map((t) => t.slug), SLUGS);
-    assert.equal(new Set(SYSTEM_TEMPLATES.map((t) => t.id)).size, 5);
+    assert.equal(new Set(SYSTEM_TEMPLATES.map((t) => t.id)).size, SLUGS.length);
     for (const t of SYSTEM_TEMPLATES) assert.match(t.id, UUID_RE);
   });
 });
 
 describe('GET /api/v1/pipeline-templates', () => {
-  it('lists the five templates, the same for every tenant', async () => {
+  it('lists the six templates, the same for every tenant', async () => {
     const res = await list(a);
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(res.body.next_cursor, null);
@@ -91,6 +94,17 @@ describe('GET /api/v1/pipeline-templates', () => {
     assert.equal(steps.sast.timeout, '30m');
     assert.equal(steps.sast.timeout_seconds, 1800);
     assert.ok(full.settings.max_parallel_steps >= 4, 'the four static steps fit in one wave');
+  });
+
+  it('Local Security Scan: repository steps on repositories, nmap on hosts, sslscan only after nmap found a TLS port', async () => {
+    const local = (await list(a)).body.items.find((i: any) => i.slug === 'local-security-scan');
+    const steps = Object.fromEntries(local.steps.map((s: any) => [s.step_key, s]));
+    for (const k of ['secrets', 'sast', 'sca']) assert.deepEqual(steps[k].condition, { type: 'asset_type', value: 'repository' }, k);
+    assert.deepEqual(steps.infra.condition.value, ['server', 'ip_address', 'domain', 'web_application', 'api']);
+    assert.deepEqual(steps.tls.depends_on, ['infra']);
+    assert.equal(steps.tls.condition.type, 'expression');
+    assert.match(steps.tls.condition.value, /steps\.infra\.output\.tls_ports/);
+    assert.deepEqual(steps.tls.config, { ports_from: 'infra' });
   });
 
   it('GET one by id (any case) and by slug; unknown → 404', async () => {

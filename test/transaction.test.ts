@@ -201,8 +201,40 @@ describe('transactions in few round trips', () => {
         await tx.query({ name: Touch.name, text: Touch.text, values: [second, tag] });
       });
     await Promise.all([one(50, 51, 'x'), one(51, 50, 'y')]);
-    assert.equal(attempts, 3, 'one of the two was chosen as the deadlock victim and ran again');
+    // One of the two was chosen as the deadlock victim and ran again (on a loaded machine the
+    // rerun may meet the other once more: seen once in a full suite on two busy cores).
+    assert.ok(attempts >= 3, `one of the two was chosen as the deadlock victim and ran again (${attempts} attempts)`);
     const notes = (await pool.query('SELECT note FROM tx_probe WHERE n IN (50, 51) ORDER BY n')).rows.map((r) => r.note);
     assert.deepEqual(notes.map((n) => n.length), [3, 3], 'each row was changed by both transactions exactly once');
+  });
+
+  test('afterCommit runs after COMMIT only; a queued write hands its result to onResult; a savepoint rolled back to takes back what was registered after it', async () => {
+    const seen: string[] = [];
+    const rowCounts: number[] = [];
+    await withTransaction(pool, async (tx) => {
+      tx.later(Insert, [640, 'observed', null, null, null], (r) => {
+        rowCounts.push(r.rowCount ?? -1);
+        tx.afterCommit(() => seen.push('insert'));
+      });
+      await tx.query('SAVEPOINT probe');
+      tx.afterCommit(() => seen.push('taken back'));
+      await tx.query('ROLLBACK TO SAVEPOINT probe');
+      tx.afterCommit(() => seen.push('kept'));
+      // Nothing runs before the COMMIT: the queued write has not even been sent yet.
+      assert.deepEqual(seen, []);
+      assert.deepEqual(rowCounts, [1], 'the SAVEPOINT flushed the queued write first');
+    });
+    assert.deepEqual(seen, ['insert', 'kept']);
+
+    // A last read carrying the COMMIT runs them too; a rollback runs none.
+    await withTransaction(pool, async (tx) => {
+      tx.afterCommit(() => seen.push('final read'));
+      await tx.finalRead(Count, []);
+    });
+    await assert.rejects(withTransaction(pool, async (tx) => {
+      tx.afterCommit(() => seen.push('rolled back'));
+      await tx.query({ name: Fail.name, text: Fail.text, values: [0] });
+    }));
+    assert.deepEqual(seen, ['insert', 'kept', 'final read']);
   });
 });

@@ -2,6 +2,9 @@
 // and what is stuck" from plain SQL.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { applyViews, migrate } from '../src/db/migrate.ts';
 import { startHarness, type Harness } from './support/harness.ts';
 import {
   TestAgent, createAsset, createPipeline, createTenant, passClaimDeadline, startRun, step, type Tenant,
@@ -81,5 +84,60 @@ describe('operator views', () => {
     assert.equal(Number(s.last_runs), 0);
     assert.equal(Number(s.last_skips), 1);
     assert.match(s.last_skipped[0].reason, /still (running|waiting)/);
+  });
+});
+
+describe('the views at a process start', () => {
+  const viewsText = () => readFile(new URL('../sql/views.sql', import.meta.url), 'utf8');
+  const viewOids = async () => Object.fromEntries((await rows(
+    `SELECT relname, oid::int AS oid FROM pg_class WHERE relkind = 'v' AND relnamespace = current_schema()::regnamespace ORDER BY 1`))
+    .map((r) => [r.relname, r.oid]));
+
+  it('a start does not wait for a sweep that has stalled_runs open: unchanged views are left as they are', async () => {
+    const before = await viewOids();
+    // A sweep's transaction, still open after reading stalled_runs (and through it run_jobs, orphaned_jobs).
+    const sweep = new pg.Client({ connectionString: h.db.url });
+    await sweep.connect();
+    try {
+      await sweep.query('BEGIN');
+      await sweep.query('SELECT count(*) FROM stalled_runs');
+      let timer: NodeJS.Timeout | undefined;
+      const started = await Promise.race([
+        migrate(h.db.url).then(() => 'started'),
+        new Promise<string>((resolve) => { timer = setTimeout(() => resolve('still waiting after 10 s'), 10_000); }),
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(started, 'started');
+    } finally {
+      await sweep.query('ROLLBACK').catch(() => {});
+      await sweep.end();
+    }
+    assert.deepEqual(await viewOids(), before, 'no view was re-created');
+  });
+
+  it('a changed views.sql re-creates them, and a view dropped by hand comes back', async () => {
+    const text = await viewsText();
+    const client = new pg.Client({ connectionString: h.db.url });
+    await client.connect();
+    try {
+      // An upgrade whose views.sql changed a view: the new definition is in place after the start.
+      const upgraded = text.replace('CREATE VIEW agent_load AS\nSELECT ', 'CREATE VIEW agent_load AS\nSELECT 2 AS upgraded, ');
+      assert.notEqual(upgraded, text);
+      assert.equal(await applyViews(client, upgraded), true);
+      const upgradedColumn = async () => (await rows(
+        `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'agent_load' AND column_name = 'upgraded'`))[0].n;
+      assert.equal(await upgradedColumn(), 1);
+      assert.equal(await applyViews(client, upgraded), false, 'the same text again: nothing to do');
+      // Back to this version's file (what the next start does).
+      assert.equal(await applyViews(client, text), true);
+      assert.equal(await upgradedColumn(), 0);
+      assert.equal(await applyViews(client, text), false);
+      // A view dropped by hand (CASCADE takes stuck_work with it) is created again.
+      await h.pool.query('DROP VIEW stalled_runs CASCADE');
+      assert.equal(await applyViews(client, text), true);
+      assert.deepEqual(await rows(`SELECT * FROM stuck_work WHERE false`), []);
+      assert.deepEqual(await rows(`SELECT * FROM stalled_runs WHERE false`), []);
+    } finally {
+      await client.end();
+    }
   });
 });

@@ -3,17 +3,20 @@
 import type { Problem } from '../domain/problems.ts';
 
 export class ApiError extends Error {
-  readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 500 | 503;
+  readonly status: 400 | 401 | 403 | 404 | 409 | 410 | 413 | 415 | 416 | 422 | 500 | 503;
   readonly code: string;
   readonly details: Problem[] | undefined;
-  constructor(status: ApiError['status'], code: string, message: string, details?: Problem[]) {
+  /** Values a client acts on, beside code and message (a 416's current `length`). */
+  readonly fields: Record<string, string | number | boolean> | undefined;
+  constructor(status: ApiError['status'], code: string, message: string, details?: Problem[], fields?: ApiError['fields']) {
     super(message);
     this.status = status;
     this.code = code;
     this.details = details;
+    this.fields = fields;
   }
   toBody() {
-    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } };
+    return { error: { ...this.fields, code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } };
   }
 }
 

@@ -6,8 +6,8 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 /** A pool, a client or a transaction (db/transaction.ts Tx): whatever runs a statement. */
 export type Queryable = { query(config: pg.QueryConfig): Promise<pg.QueryResult> };
 
-export function createPool(connectionString: string, max = 20): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
+export function createPool(connectionString: string, max = 20, options: pg.PoolConfig = {}): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, ...options });
   quietErrors(pool);
   return pool;
 }

@@ -42,3 +42,31 @@ export function loadQueries<const N extends string>(file: string, names: readonl
 export function prepared(q: NamedQuery, values: unknown[]): QueryConfig {
   return { name: q.name, text: q.text, values };
 }
+
+/** A named query and the values of its own parameters ($1 …), as one part of a composed statement. */
+export type StatementPart = { q: NamedQuery; values: unknown[] };
+
+/**
+ * A statement composed of named fragments (`-- name: X :fragment`), each numbering its
+ * parameters from $1: fragment k's $n becomes $(n + parameters before it). A fragment whose
+ * highest $n is not its number of values is a bug, caught before anything is sent. Composed
+ * statements run unnamed (store/query.ts composed()), so each is planned with its values:
+ * lists whose filters come in any combination, over skewed history, need that custom plan
+ * (sql/findings_api.sql has the measurements).
+ */
+export type ComposedStatement = { text: string; values: unknown[]; fragments: string[] };
+
+export function composeStatement(parts: StatementPart[]): ComposedStatement {
+  const text: string[] = [];
+  const values: unknown[] = [];
+  for (const { q, values: own } of parts) {
+    let highest = 0;
+    text.push(q.text.replace(/\$(\d+)/g, (_, n: string) => {
+      highest = Math.max(highest, Number(n));
+      return `$${Number(n) + values.length}`;
+    }));
+    if (highest !== own.length) throw new Error(`fragment ${q.name} takes ${highest} values, given ${own.length}`);
+    values.push(...own);
+  }
+  return { text: text.join('\n'), values, fragments: parts.map((p) => p.q.name) };
+}

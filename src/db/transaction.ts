@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { pipeline, type Statement } from './pipeline.ts';
@@ -21,7 +22,11 @@ const COMMIT: Statement = { q: { name: 'scanflow_tx_commit', text: 'COMMIT' }, v
 export class Tx {
   private begun = false; // BEGIN sent
   private ended = false; // COMMIT sent
-  private queued: Statement[] = [];
+  private queued: (Statement & { onResult?: (result: pg.QueryResult) => void })[] = [];
+  // What happens once the transaction committed (metrics, log lines: src/observability/),
+  // with the savepoints that may still take back what was registered after them.
+  private committed: (() => void)[] = [];
+  private savepoints = new Map<string, number>();
 
   readonly client: pg.ClientBase;
   constructor(client: pg.ClientBase) {
@@ -37,9 +42,42 @@ export class Tx {
     return out;
   }
 
-  private async send(statements: Statement[]): Promise<pg.QueryResult[]> {
+  private async send(statements: (Statement & { onResult?: (result: pg.QueryResult) => void })[]): Promise<pg.QueryResult[]> {
     if (this.ended) throw new Error('the transaction is over');
-    return pipeline(this.client, statements);
+    const results = await pipeline(this.client, statements);
+    statements.forEach((s, i) => s.onResult?.(results[i]));
+    return results;
+  }
+
+  /**
+   * Runs fn once this transaction has committed; never when it rolls back (a retried
+   * transaction is a new Tx), nor when a savepoint taken before the registration is rolled
+   * back to. For effects outside the database that must tell only what happened: counting
+   * a transition, logging it.
+   */
+  afterCommit(fn: () => void): void {
+    if (this.ended) throw new Error('the transaction is over');
+    this.committed.push(fn);
+  }
+
+  private runCommitted(): void {
+    const fns = this.committed;
+    this.committed = [];
+    for (const fn of fns) {
+      try {
+        fn();
+      } catch {
+        // an observer's failure is no reason to report a committed transaction as failed
+      }
+    }
+  }
+
+  /** Keeps afterCommit() in step with SAVEPOINT / ROLLBACK TO SAVEPOINT sent through query(). */
+  private trackSavepoint(text: string): void {
+    const m = /^\s*(SAVEPOINT|ROLLBACK\s+TO\s+(?:SAVEPOINT\s+)?)\s*(\w+)\s*$/i.exec(text);
+    if (!m) return;
+    if (/^SAVEPOINT$/i.test(m[1])) this.savepoints.set(m[2], this.committed.length);
+    else this.committed.length = Math.min(this.committed.length, this.savepoints.get(m[2]) ?? this.committed.length);
   }
 
   /**
@@ -50,14 +88,19 @@ export class Tx {
   async query(config: pg.QueryConfig | string, values?: unknown[]): Promise<pg.QueryResult> {
     const cfg: pg.QueryConfig = typeof config === 'string' ? { text: config, values } : config;
     const name = cfg.name ?? (!cfg.values?.length && !cfg.text.includes(';') ? fixedName(cfg.text) : undefined);
+    let result: pg.QueryResult;
     if (name) {
       const results = await this.send([...this.take(), { q: { name, text: cfg.text }, values: cfg.values ?? [] }]);
-      return results[results.length - 1];
+      result = results[results.length - 1];
+    } else {
+      // An unnamed statement (a savepoint, say) is not pipelined: flush first, then send it.
+      const before = this.take();
+      if (before.length) await this.send(before);
+      result = await this.client.query(cfg);
     }
-    // An unnamed statement (a savepoint, say) is not pipelined: flush first, then send it.
-    const before = this.take();
-    if (before.length) await this.send(before);
-    return this.client.query(cfg);
+    // After the writes flushed with it have registered what they did.
+    this.trackSavepoint(cfg.text);
+    return result;
   }
 
   /** Several statements now, in one round trip; one result each. */
@@ -67,16 +110,20 @@ export class Tx {
     return results.slice(before.length);
   }
 
-  /** Queues a write whose result is not needed: it goes out with the next round trip. */
-  later(q: NamedQuery, values: unknown[]): void {
+  /**
+   * Queues a write whose result the caller does not wait for: it goes out with the next
+   * round trip. onResult, when given, sees its result then (to count what it changed).
+   */
+  later(q: NamedQuery, values: unknown[], onResult?: (result: pg.QueryResult) => void): void {
     if (this.ended) throw new Error('the transaction is over');
-    this.queued.push({ q, values });
+    this.queued.push({ q, values, onResult });
   }
 
   /** A last read that commits the transaction in the same round trip. */
   async finalRead(q: NamedQuery, values: unknown[]): Promise<pg.QueryResult> {
     const results = await this.send([...this.take(), { q, values }, COMMIT]);
     this.ended = true;
+    this.runCommitted();
     return results[results.length - 2];
   }
 
@@ -85,14 +132,17 @@ export class Tx {
     if (this.ended) return;
     if (!this.begun && this.queued.length === 0) {
       this.ended = true;
+      this.runCommitted();
       return;
     }
     await this.send([...this.take(), COMMIT]);
     this.ended = true;
+    this.runCommitted();
   }
 
   async rollback(): Promise<void> {
     this.queued = [];
+    this.committed = [];
     if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
     this.ended = true;
   }
@@ -101,6 +151,29 @@ export class Tx {
 /** The prepared-statement name of a fixed text (savepoints): stable per text. */
 export function fixedName(text: string): string {
   return `scanflow_fixed_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * Writes that every transaction opened inside a scope carries, queued first so they cost no
+ * round trip and commit or roll back with the transaction's own work: a request sent with
+ * an Idempotency-Key marks its key committed this way (api/idempotency.ts). The scope's
+ * owner empties `statements` when it ends, so work that outlives it carries nothing.
+ */
+export type CarriedWrites = { statements: Statement[] };
+const carried = new AsyncLocalStorage<CarriedWrites>();
+
+export function carryingWrites<T>(writes: CarriedWrites, fn: () => Promise<T>): Promise<T> {
+  return carried.run(writes, fn);
+}
+
+/**
+ * Runs fn outside the carried writes' scope: its transactions carry nothing. For work done in
+ * several transactions of which only the last may carry the scope's marker (a large report
+ * stored batch by batch: its Idempotency-Key commits with the last batch, so a request that
+ * died midway is carried out again rather than reported done).
+ */
+export function outsideCarriedWrites<T>(fn: () => Promise<T>): Promise<T> {
+  return carried.exit(fn);
 }
 
 /**
@@ -124,6 +197,7 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (tx: Tx) => Promise<
 export async function inTransaction<T>(client: pg.ClientBase, fn: (tx: Tx) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const tx = new Tx(client);
+    for (const s of carried.getStore()?.statements ?? []) tx.later(s.q, s.values);
     try {
       const result = await fn(tx);
       await tx.commit();

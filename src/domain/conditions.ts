@@ -52,8 +52,18 @@ const stepCheckEnv = baseEnvironment()
 export type Program = ((context: Record<string, unknown>) => unknown) & { check(): unknown };
 const programs = new WeakMap<Environment, Map<string, Program>>();
 
+/**
+ * The longest expression compiled. cel-js bounds the nesting of parentheses, lists and
+ * members (maxDepth 250) but not chains of unary or binary operators, which its type
+ * checker and evaluator recurse on. Measured on Node 24: 4,000 `!` in a row overflowed the
+ * stack in the type check; chains of `!`, `-`, `+` and `||` filling 2,048 characters were
+ * checked and evaluated fine even 5,000 calls deep. Conditions and filters are one-liners.
+ */
+export const MAX_EXPRESSION_LENGTH = 2048;
+
 /** A compiled CEL program, cached per environment (conditions are evaluated at every advance). */
 export function compileCel(env: Environment, source: string): Program {
+  if (source.length > MAX_EXPRESSION_LENGTH) throw new Error(`the expression is longer than ${MAX_EXPRESSION_LENGTH} characters`);
   let cache = programs.get(env);
   if (!cache) programs.set(env, (cache = new Map()));
   let program = cache.get(source);
@@ -94,7 +104,10 @@ function firstLine(err: unknown): string {
   return message.split('\n')[0];
 }
 
-/** JSON values → CEL values: integral numbers are CEL ints (BigInt), others doubles. */
+/**
+ * JSON values → CEL values: integral numbers are CEL ints (BigInt), others doubles.
+ * Recursive, on values that came through the API: at most 64 levels (MAX_JSON_DEPTH).
+ */
 export function toCel(value: unknown): unknown {
   if (typeof value === 'number') return Number.isInteger(value) ? BigInt(value) : value;
   if (Array.isArray(value)) return value.map(toCel);

@@ -5,10 +5,10 @@ const DURATION = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/;
 
 export const DURATION_HINT = 'must be a duration like "30m", "2h", "45s" or a number of seconds';
 
-/** Seconds for a duration, or null when it is not one (or not positive). */
+/** Seconds for a duration, or null when it is not one (or not positive, or not a safe integer). */
 export function parseDuration(input: unknown): number | null {
   if (typeof input === 'number') {
-    return Number.isInteger(input) && input > 0 ? input : null;
+    return Number.isSafeInteger(input) && input > 0 ? input : null;
   }
   if (typeof input !== 'string') return null;
   const text = input.trim().toLowerCase();

@@ -5,7 +5,7 @@ import { Cron } from 'croner';
 import { DURATION_HINT, formatDuration, parseDuration } from './durations.ts';
 import { expressionProblem, type Condition } from './conditions.ts';
 import { issuesToProblems, type Problem } from './problems.ts';
-import { JsonObject } from './json.ts';
+import { JsonObject, validationConfig } from './json.ts';
 import { AssetFilterSchema, type AssetFilter } from './scans.ts';
 
 export type StepDef = {
@@ -63,7 +63,16 @@ const KEY_HINT = 'must be 1-100 letters, digits, "_", "-" or "."';
 const StepKey = v.pipe(v.string(), v.regex(KEY_PATTERN, KEY_HINT));
 const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255));
 const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
-const Duration = v.custom<string | number>((input) => parseDuration(input) !== null, DURATION_HINT);
+/**
+ * The longest duration a pipeline document gives (a step's timeout, a run's, a queue
+ * timeout): a year, as timeout_seconds allows. Longer ones overflowed the integer columns
+ * they are stored in (a 400 naming no field), or the deadline a run computes from them.
+ */
+export const MAX_DURATION_SECONDS = 31_536_000;
+const Duration = v.pipe(
+  v.custom<string | number>((input) => (parseDuration(input) ?? Infinity) <= MAX_DURATION_SECONDS, `${DURATION_HINT}, at most 365 days`),
+  v.examples(['30m', '2h', 45]),
+);
 const Count = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 
 const Expression = (kind: 'expression' | 'step_check') =>
@@ -74,6 +83,9 @@ const Expression = (kind: 'expression' | 'step_check') =>
       const problem = expressionProblem(dataset.value, kind);
       if (problem) addIssue({ message: problem });
     }),
+    v.examples(kind === 'expression'
+      ? ["asset.type == 'repository'", "asset.tags.contains('production')", "context.branch == 'main'"]
+      : ['findings_count > 0', "status == 'completed'", "output.severity == 'high'"]),
   );
 
 export const ConditionSchema = v.variant(
@@ -91,7 +103,8 @@ export const ConditionSchema = v.variant(
   'must be one of always, never, asset_type, expression, step_result',
 );
 
-const StepSchema = v.looseObject({
+/** A step of a pipeline document (also the body of the /steps sub-resource). */
+export const PipelineStep = v.looseObject({
   id: v.optional(StepKey),
   step_key: v.optional(StepKey),
   name: v.optional(Name),
@@ -100,7 +113,7 @@ const StepSchema = v.looseObject({
   capabilities: v.optional(v.array(Word)),
   config: v.optional(v.nullable(JsonObject)),
   timeout: v.optional(Duration),
-  timeout_seconds: v.optional(Count(1, 31_536_000)),
+  timeout_seconds: v.optional(Count(1, MAX_DURATION_SECONDS)),
   depends_on: v.optional(v.nullable(v.array(v.string()))),
   condition: v.optional(v.nullable(ConditionSchema)),
   max_retries: v.optional(Count(0, 100)),
@@ -117,6 +130,7 @@ const CronExpression = v.pipe(
       return false;
     }
   }, 'must be a valid cron expression like "0 2 * * *"'),
+  v.examples(['0 2 * * *', '*/15 * * * *']),
 );
 const TimeZone = v.pipe(
   v.string(),
@@ -128,6 +142,7 @@ const TimeZone = v.pipe(
       return false;
     }
   }, 'must be an IANA time zone like "Europe/Berlin"'),
+  v.examples(['UTC', 'Europe/Berlin']),
 );
 
 // A trigger's target: `{asset_filter: ...}` (seed 001 "Scheduling") or the filter itself
@@ -165,15 +180,31 @@ const SettingsSchema = v.looseObject({
   notification: v.optional(v.nullable(JsonObject)),
 });
 
-const DocumentSchema = v.looseObject({
+/**
+ * The most steps a pipeline has. Steps are checked one by one and as a graph only up to
+ * this many: a 1 MiB body holds ~20,000 chained steps, which overflowed the stack of the
+ * cycle search (a 500) and took seconds for the upstream checks of step_result conditions.
+ */
+const MAX_STEPS = 200;
+
+const DocumentEntries = {
   name: Name,
   description: v.optional(v.nullable(v.string())),
   tags: v.optional(v.array(Word)),
   trigger: v.optional(v.array(TriggerSchema)),
   triggers: v.optional(v.array(TriggerSchema)),
-  steps: v.pipe(v.array(v.unknown()), v.minLength(1, 'a pipeline needs at least one step'), v.maxLength(200)),
   settings: v.optional(v.nullable(SettingsSchema)),
-});
+};
+const StepList = <S extends v.GenericSchema>(item: S) =>
+  v.pipe(v.array(item), v.minLength(1, 'a pipeline needs at least one step'), v.maxLength(MAX_STEPS));
+
+/**
+ * A pipeline document, steps included: the shape the API contract shows. validatePipeline
+ * checks the same parts, the steps one by one (so that their problems are listed with the
+ * graph's) and only when there are at most MAX_STEPS of them.
+ */
+export const PipelineDocument = v.looseObject({ ...DocumentEntries, steps: StepList(PipelineStep) });
+const DocumentSchema = v.looseObject({ ...DocumentEntries, steps: StepList(v.unknown()) });
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; problems: Problem[] };
 
@@ -182,15 +213,18 @@ type RawStep = Record<string, unknown>;
 /** Validates a whole pipeline document; every problem is reported, each with its path. */
 export function validatePipeline(input: unknown): Validation<PipelineDoc> {
   const problems: Problem[] = [];
-  const doc = v.safeParse(DocumentSchema, input);
+  const config = validationConfig(input);
+  const doc = v.safeParse(DocumentSchema, input, config);
   if (!doc.success) problems.push(...issuesToProblems(doc.issues));
 
-  const rawSteps: unknown[] =
+  const given: unknown[] =
     input && typeof input === 'object' && Array.isArray((input as { steps?: unknown }).steps)
       ? ((input as { steps: unknown[] }).steps)
       : [];
-  const steps: (v.InferOutput<typeof StepSchema> | null)[] = rawSteps.map((raw, i) => {
-    const parsed = v.safeParse(StepSchema, raw);
+  // Too many steps is the document's problem (reported above); then no step is looked at.
+  const rawSteps = given.length <= MAX_STEPS ? given : [];
+  const steps: (v.InferOutput<typeof PipelineStep> | null)[] = rawSteps.map((raw, i) => {
+    const parsed = v.safeParse(PipelineStep, raw, config);
     if (!parsed.success) {
       problems.push(...issuesToProblems(parsed.issues, ['steps', i]));
       return null;
@@ -225,7 +259,7 @@ export function validatePipeline(input: unknown): Validation<PipelineDoc> {
   }
   if (settingsIn.notification === null) delete settings.notification;
 
-  const normalizedSteps = (steps as v.InferOutput<typeof StepSchema>[]).map((s, i): StepDef => {
+  const normalizedSteps = (steps as v.InferOutput<typeof PipelineStep>[]).map((s, i): StepDef => {
     const key = (s.id ?? s.step_key)!;
     return {
       step_key: key,
@@ -257,7 +291,7 @@ export function validatePipeline(input: unknown): Validation<PipelineDoc> {
 
 /** Validates one step (the /steps sub-resource) in the context of its siblings. */
 export function validateStep(input: unknown): Validation<RawStep> {
-  const parsed = v.safeParse(StepSchema, input);
+  const parsed = v.safeParse(PipelineStep, input, validationConfig(input));
   if (!parsed.success) return { ok: false, problems: issuesToProblems(parsed.issues) };
   return { ok: true, value: parsed.output as RawStep };
 }
@@ -308,16 +342,17 @@ function graphProblems(rawSteps: unknown[]): Problem[] {
     const key = stepKeyOf(raw);
     if (key === null || indexOf.get(key) !== i) return;
     const dependsOn = (raw as RawStep).depends_on;
-    const known: string[] = [];
+    // Each dependency once: depends_on may repeat a key any number of times.
+    const known = new Set<string>();
     if (Array.isArray(dependsOn)) {
       dependsOn.forEach((dep, k) => {
         if (typeof dep !== 'string') return;
         if (dep === key) problems.push({ path: `steps[${i}].depends_on[${k}]`, message: 'a step cannot depend on itself' });
         else if (!indexOf.has(dep)) problems.push({ path: `steps[${i}].depends_on[${k}]`, message: `unknown step '${dep}'` });
-        else known.push(dep);
+        else known.add(dep);
       });
     }
-    deps.set(key, known);
+    deps.set(key, [...known]);
   });
 
   const cycle = findCycle(deps);
@@ -351,12 +386,15 @@ function upstreamOf(key: string, deps: Map<string, string[]>): Set<string> {
     const k = stack.pop()!;
     if (seen.has(k)) continue;
     seen.add(k);
-    stack.push(...(deps.get(k) ?? []));
+    for (const d of deps.get(k) ?? []) stack.push(d);
   }
   return seen;
 }
 
-/** A dependency cycle as a path of keys ending where it started, or null. */
+/**
+ * A dependency cycle as a path of keys ending where it started, or null. Recursive, as
+ * deep as the longest chain: at most MAX_STEPS (validatePipeline looks no further).
+ */
 export function findCycle(deps: Map<string, string[]>): string[] | null {
   const state = new Map<string, 'visiting' | 'done'>();
   const path: string[] = [];

@@ -28,6 +28,8 @@ export type StepState = {
   command_error_code: string | null;
   command_error_message: string | null;
   command_agent_id: string | null;
+  /** The distinct findings ingested for the command: its findings_count when the agent gave none. */
+  ingested_findings?: number | null;
   findings_count: number;
   output: Record<string, unknown>;
   error_message: string | null;
@@ -70,7 +72,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
     if (s.command_status === 'completed') {
       const result = s.command_result ?? {};
       s.status = 'completed';
-      s.findings_count = toCount(result.findings_count);
+      s.findings_count = result.findings_count == null ? toCount(s.ingested_findings) : toCount(result.findings_count);
       s.output = toObject(result.output);
       actions.push({
         kind: 'complete', stepId: s.id, commandId: s.command_id, findingsCount: s.findings_count,
@@ -84,9 +86,12 @@ export function planAdvance(input: AdvanceInput): Action[] {
         s.retry_at = new Date(input.now.getTime() + s.retry_delay_seconds * 1000);
         actions.push({ kind: 'retry', stepId: s.id, commandId: s.command_id, errorCode, errorMessage, delaySeconds: s.retry_delay_seconds });
       } else {
-        s.status = fallback.status;
+        // An agent that stopped the tool at the step's timeout itself says so (error_code
+        // timeout): the step timed out, as when the server's deadline passed first.
+        const status = fallback.status === 'failed' && errorCode === 'timeout' ? 'timeout' : fallback.status;
+        s.status = status;
         s.error_message = errorMessage;
-        actions.push({ kind: 'fail', stepId: s.id, commandId: s.command_id, status: fallback.status, errorCode, errorMessage });
+        actions.push({ kind: 'fail', stepId: s.id, commandId: s.command_id, status, errorCode, errorMessage });
       }
     }
   }

@@ -79,6 +79,7 @@ const FilterExpression = v.pipe(
     const problem = filterExpressionProblem(dataset.value);
     if (problem) addIssue({ message: problem });
   }),
+  v.examples(["tags.contains('production')", "asset.type == 'repository' && asset.criticality == 'critical'"]),
 );
 
 const FilterObject = v.pipe(
@@ -200,9 +201,10 @@ const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v
 const Timestamp = v.pipe(
   v.string(),
   v.check((s) => !Number.isNaN(Date.parse(s)) && /^\d{4}-\d\d-\d\dT/.test(s), 'must be an RFC 3339 timestamp'),
+  v.examples(['2030-01-01T02:00:00Z']),
   v.transform((s) => new Date(s)),
 );
-const TimeZone = v.pipe(v.string(), v.check(validTimeZone, 'must be an IANA time zone like "Europe/Berlin"'));
+const TimeZone = v.pipe(v.string(), v.check(validTimeZone, 'must be an IANA time zone like "Europe/Berlin"'), v.examples(['UTC', 'Europe/Berlin']));
 
 export const ScanFields = {
   name: Name,
@@ -210,7 +212,7 @@ export const ScanFields = {
   pipeline_id: v.pipe(v.string(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a pipeline id (UUID)')),
   targets: TargetsSchema,
   schedule_type: v.picklist(SCHEDULE_TYPES, `must be one of ${SCHEDULE_TYPES.join(', ')}`),
-  cron_expression: v.nullable(v.pipe(v.string(), v.maxLength(200))),
+  cron_expression: v.nullable(v.pipe(v.string(), v.maxLength(200), v.examples(['0 2 * * *', '*/15 * * * *']))),
   timezone: TimeZone,
   status: v.picklist(SCAN_STATUSES, `must be one of ${SCAN_STATUSES.join(', ')}`),
   context: JsonObject,
@@ -232,6 +234,9 @@ export const ScanInput = v.object({
   next_run_at: v.optional(ScanFields.next_run_at),
 });
 export type ScanInputValue = v.InferOutput<typeof ScanInput>;
+
+/** A change to a scan: any of its fields (PUT merges them into the scan, then checks it as ScanInput). */
+export const ScanUpdate = v.partial(ScanInput);
 
 /** Cross-field rules of a scan's schedule; every problem with its field. */
 export function scheduleProblems(s: Pick<ScanInputValue, 'schedule_type' | 'cron_expression' | 'timezone'>): { path: string; message: string }[] {

@@ -1,5 +1,6 @@
 // The system templates of seed 001 "System Templates": five pipeline documents every tenant
-// can list and copy (POST /api/v1/pipeline-templates/{id}/use). They live in code, not in
+// can list and copy (POST /api/v1/pipeline-templates/{id}/use), and a sixth, "Local Security
+// Scan", made of the tools the reference agent (src/agent/) runs. They live in code, not in
 // the database: they are the same for every tenant and change only with a release. Each is
 // a document validatePipeline accepts; the ids are fixed so clients can keep them.
 import type { Condition } from './conditions.ts';
@@ -235,6 +236,52 @@ export const SYSTEM_TEMPLATES: readonly SystemTemplate[] = [
         },
       ],
       settings: { max_parallel_steps: 2, fail_fast: false, retry_failed_steps: 0, timeout: '30m', priority: 'low' },
+    },
+  },
+  {
+    id: '631ea7cf-20bf-4346-8c1d-f0dedc71cd41',
+    slug: 'local-security-scan',
+    document: {
+      name: 'Local Security Scan',
+      description: 'What the reference agent (npm run agent) runs with the tools of one host: secrets, JavaScript/TypeScript SAST '
+        + 'and npm dependency advisories of a repository; the open ports of a host, then its TLS configuration when a TLS port is open',
+      tags: ['repository', 'server', 'secrets', 'sast', 'sca', 'infra', 'tls', 'scanflow-agent'],
+      triggers: [MANUAL, ON_PUSH],
+      // A repository gets the three static steps together; a host gets the port scan, then
+      // sslscan on the TLS ports nmap found (its output.tls_ports), and only when it found one.
+      steps: [
+        {
+          id: 'secrets', name: 'Secret Detection', order: 1, tool: 'secretlint', capabilities: ['secrets'],
+          config: { include: ['**/*'] },
+          timeout: '10m', depends_on: [],
+          condition: { type: 'asset_type', value: 'repository' },
+        },
+        {
+          id: 'sast', name: 'JavaScript/TypeScript Static Analysis', order: 2, tool: 'eslint', capabilities: ['sast'],
+          config: { include: ['.'] },
+          timeout: '15m', depends_on: [],
+          condition: { type: 'asset_type', value: 'repository' },
+        },
+        {
+          id: 'sca', name: 'npm Dependency Audit', order: 3, tool: 'npm-audit', capabilities: ['sca'],
+          config: { path: '.' },
+          timeout: '10m', depends_on: [],
+          condition: { type: 'asset_type', value: 'repository' },
+        },
+        {
+          id: 'infra', name: 'Port Scan', order: 4, tool: 'nmap', capabilities: ['infra'],
+          config: { top_ports: 1000, service_detection: true },
+          timeout: '30m', depends_on: [],
+          condition: { type: 'asset_type', value: ['server', 'ip_address', 'domain', 'web_application', 'api'] },
+        },
+        {
+          id: 'tls', name: 'TLS Configuration Check', order: 5, tool: 'sslscan', capabilities: ['tls'],
+          config: { ports_from: 'infra' },
+          timeout: '15m', depends_on: ['infra'],
+          condition: { type: 'expression', value: "steps.infra.status == 'completed' && size(steps.infra.output.tls_ports) > 0" },
+        },
+      ],
+      settings: { max_parallel_steps: 3, fail_fast: false, retry_failed_steps: 1 },
     },
   },
 ];

@@ -4,6 +4,7 @@ import { many, one } from '../store/query.ts';
 import { agentsSql, commandsSql } from '../store/queries.ts';
 import type { AgentRow } from '../store/rows.ts';
 import type { OrchestrationConfig } from '../config.ts';
+import { agentOffline, commandsEntered } from '../observability/transitions.ts';
 
 /**
  * An agent's health check. An agent seen within the grace stays as it is (the check is
@@ -20,11 +21,15 @@ export async function checkAgentHealth(tx: Queryable, agentId: string, orchestra
     await one(tx, agentsSql.RearmAgentHealth, [agent.id, new Date(seen + grace)]);
     return;
   }
-  await one(tx, agentsSql.MarkAgentOffline, [agent.id]);
-  await releaseAgentWork(tx, agent.id, `agent '${agent.name}' stopped responding (no contact for ${orchestration.agentOfflineAfterSeconds}s)`);
+  const reason = `agent '${agent.name}' stopped responding (no contact for ${orchestration.agentOfflineAfterSeconds}s)`;
+  if (await one(tx, agentsSql.MarkAgentOffline, [agent.id])) {
+    agentOffline(tx, agent, agent.status === 'active' ? `no contact for ${orchestration.agentOfflineAfterSeconds}s` : `agent ${agent.status}`);
+  }
+  await releaseAgentWork(tx, agent.id, reason);
 }
 
 /** The agent's running commands fail as agent_lost (and are retried); its claims return to the queue. */
 export async function releaseAgentWork(tx: Queryable, agentId: string, reason: string): Promise<void> {
-  await many(tx, commandsSql.FailLostAgentCommands, [agentId, reason]);
+  const lost = await many<{ id: string; tenant_id: string; type: string }>(tx, commandsSql.FailLostAgentCommands, [agentId, reason]);
+  commandsEntered(tx, lost, 'failed');
 }

@@ -10,6 +10,7 @@ import { planAdvance, TERMINAL_RUN, TERMINAL_STEP, UNSUCCESSFUL_STEP, type StepS
 import type { Condition } from '../domain/conditions.ts';
 import { parseDuration } from '../domain/durations.ts';
 import type { OrchestrationConfig } from '../config.ts';
+import { commandsEntered, runFinished, runReopened, runStarted, runsCreated, stepEntered, stepRetrying } from '../observability/transitions.ts';
 
 type AdvanceRow = StepRunRow & {
   condition: Condition | null;
@@ -24,6 +25,7 @@ type AdvanceRow = StepRunRow & {
   command_error_code: string | null;
   command_error_message: string | null;
   command_agent_id: string | null;
+  ingested_findings: number | null;
 };
 
 export function lockRun(tx: Queryable, runId: string): Promise<(RunRow & { db_now: Date }) | null> {
@@ -45,7 +47,9 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
   if (!run || TERMINAL_RUN.has(run.status)) return;
   if (run.status === 'pending') {
     if (!run.admitted_at) return; // waiting for a slot: admit_runs advances it when admitted
-    tx.later(runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
+    tx.later(runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)], (r) => {
+      if (r.rowCount) runStarted(tx, run);
+    });
   }
 
   // Every write below is queued: they go out in order with the COMMIT, in one round trip.
@@ -61,22 +65,33 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
 
   let dispatched = false;
   let stepsFinished = false; // the run's counters change only when steps finish
+  // Each transition is counted by what its guarded statement changed (rowCount).
+  const step = (id: string) => byId.get(id)!;
+  const ended = (id: string) => ({ startedAt: step(id).started_at, endedAt: run.db_now });
   for (const action of actions) {
     if (action.kind === 'complete' || action.kind === 'fail' || action.kind === 'skip') stepsFinished = true;
     switch (action.kind) {
       case 'complete':
-        tx.later(stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId]);
+        tx.later(stepRunsSql.CompleteStep, [action.stepId, action.commandId, action.findingsCount, action.output, action.agentId], (r) => {
+          if (r.rowCount) stepEntered(tx, step(action.stepId), 'completed', ended(action.stepId));
+        });
         break;
       case 'retry':
         tx.later(stepRunsSql.ScheduleStepRetry, [
           action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds,
-        ]);
+        ], (r) => {
+          if (r.rowCount) stepRetrying(tx, step(action.stepId));
+        });
         break;
       case 'fail':
-        tx.later(stepRunsSql.FailStep, [action.stepId, action.commandId, action.status, action.errorCode, action.errorMessage]);
+        tx.later(stepRunsSql.FailStep, [action.stepId, action.commandId, action.status, action.errorCode, action.errorMessage], (r) => {
+          if (r.rowCount) stepEntered(tx, step(action.stepId), action.status, ended(action.stepId));
+        });
         break;
       case 'skip':
-        tx.later(stepRunsSql.SkipStep, [action.stepId, action.conditionEvaluated, action.conditionResult, action.reason]);
+        tx.later(stepRunsSql.SkipStep, [action.stepId, action.conditionEvaluated, action.conditionResult, action.reason], (r) => {
+          if (r.rowCount) stepEntered(tx, step(action.stepId), 'skipped');
+        });
         break;
       case 'condition_met':
         tx.later(stepRunsSql.RecordConditionMet, [action.stepId]);
@@ -113,7 +128,8 @@ export async function expireRunCommands(tx: Tx, runId: string, orchestration: Or
     if (run.deadline_at && run.deadline_at.getTime() <= run.db_now.getTime()) {
       await cancelRun(tx, run, 'timeout', `the run did not finish within its timeout (${run.settings.timeout})`);
     } else {
-      const expired = await many(tx, commandsSql.ExpireRunCommands, [run.id]);
+      const expired = await many<{ id: string; tenant_id: string; type: string }>(tx, commandsSql.ExpireRunCommands, [run.id]);
+      commandsEntered(tx, expired, 'expired');
       if (expired.length > 0) await advanceRun(tx, run.id, orchestration);
     }
   }
@@ -126,7 +142,10 @@ export async function expireRunCommands(tx: Tx, runId: string, orchestration: Or
  */
 async function finishRun(tx: Tx, run: RunRow, status: string, message: string | null): Promise<RunRow | null> {
   const finished = await one<RunRow>(tx, runsSql.FinishRun, [run.id, status, message]);
-  if (finished) tx.later(runsSql.AdmitRuns, [run.tenant_id]);
+  if (finished) {
+    runFinished(tx, finished);
+    tx.later(runsSql.AdmitRuns, [run.tenant_id]);
+  }
   return finished;
 }
 
@@ -136,7 +155,9 @@ async function finishRun(tx: Tx, run: RunRow, status: string, message: string | 
  * run's lock and knows it is in progress; admitting when nothing finished is harmless.
  */
 function finishRunLater(tx: Tx, run: RunRow, status: string, message: string | null): void {
-  tx.later(runsSql.FinishRun, [run.id, status, message]);
+  tx.later(runsSql.FinishRun, [run.id, status, message], (r) => {
+    if (r.rows[0]) runFinished(tx, r.rows[0] as RunRow);
+  });
   tx.later(runsSql.AdmitRuns, [run.tenant_id]);
 }
 
@@ -164,9 +185,11 @@ export async function createRuns(tx: Tx, runs: NewRun[], opts: { last?: boolean 
     q: runsSql.InsertRun,
     values: [r.tenantId, r.pipelineId, r.assetId, r.scanId, r.triggerType, r.triggeredBy, r.context, r.target],
   })));
-  const ids = inserted.flatMap((res) => (res.rows as RunRow[]).map((row) => row.id));
+  const created = inserted.flatMap((res) => res.rows as RunRow[]);
+  const ids = created.map((row) => row.id);
   if (ids.length === 0) return []; // the pipeline does not exist
   if (ids.length !== runs.length) throw new Error('createRuns: runs of several pipelines, some missing, in one call');
+  runsCreated(tx, created);
   for (const tenantId of [...new Set(runs.map((r) => r.tenantId))].sort()) tx.later(runsSql.AdmitRuns, [tenantId]);
   return opts.last ? finalMany<RunRow>(tx, runsSql.GetRunsByIds, [ids]) : many<RunRow>(tx, runsSql.GetRunsByIds, [ids]);
 }
@@ -199,7 +222,13 @@ function dispatchStep(
   tx.later(commandsSql.DispatchStep, [
     run.tenant_id, run.id, step.id, attempt, priorityOf(run), step.tool, step.capabilities, step.timeout_seconds,
     queueTimeout, payload,
-  ]);
+  ], (r) => {
+    const command = r.rows[0] as { id: string; type: string } | undefined;
+    if (!command) return;
+    commandsEntered(tx, [{ id: command.id, tenant_id: run.tenant_id, type: command.type }], 'pending');
+    // A retry's command leaves its step queued (it waited there): no new status.
+    if (step.status !== 'queued') stepEntered(tx, step, 'queued');
+  });
 }
 
 function priorityOf(run: RunRow): string {
@@ -209,8 +238,12 @@ function priorityOf(run: RunRow): string {
 
 /** Cancels every unfinished step of a run and its in-flight commands (commands first: lock order). */
 export function cancelUnfinished(tx: Tx, runId: string, reason: string): void {
-  tx.later(commandsSql.CancelRunCommands, [runId, reason]);
-  tx.later(stepRunsSql.CancelRunSteps, [runId, reason]);
+  tx.later(commandsSql.CancelRunCommands, [runId, reason], (r) => {
+    commandsEntered(tx, r.rows as { id: string; tenant_id: string; type: string }[], 'cancelled');
+  });
+  tx.later(stepRunsSql.CancelRunSteps, [runId, reason], (r) => {
+    for (const s of r.rows as StepRunRow[]) stepEntered(tx, s, 'cancelled');
+  });
 }
 
 /** Cancels a run (the API's cancel; issue-3 run timeouts end a run the same way with 'timeout'). */
@@ -247,10 +280,10 @@ export async function retryRun(tx: Queryable, run: RunRow): Promise<RunRow | nul
   }
   const ids = steps.filter((s) => reset.has(s.step_key)).map((s) => s.id);
   await exec(tx, stepRunsSql.ResetStepsForRetry, [run.id, ids]);
-  await one<RunRow>(tx, runsSql.ReopenRun, [run.id]);
+  if (await one<RunRow>(tx, runsSql.ReopenRun, [run.id])) runReopened(tx, run);
   await one(tx, runsSql.AdmitRuns, [run.tenant_id]);
   // Admitted at once (a slot was free): it is running again; otherwise it waits as pending.
-  await exec(tx, runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)]);
+  if (await exec(tx, runsSql.StartRun, [run.id, parseDuration(run.settings.timeout)])) runStarted(tx, run);
   return one<RunRow>(tx, runsSql.GetRun, [run.tenant_id, run.id]);
 }
 
@@ -274,6 +307,7 @@ function toStepState(r: AdvanceRow): StepState {
     command_error_code: r.command_error_code,
     command_error_message: r.command_error_message,
     command_agent_id: r.command_agent_id,
+    ingested_findings: r.ingested_findings,
     findings_count: r.findings_count,
     output: r.output,
     error_message: r.error_message,

@@ -9,6 +9,7 @@ import type { AssetRow, PipelineRow, RunRow, ScanRow } from '../store/rows.ts';
 import type { Trigger } from '../domain/pipeline.ts';
 import { assetMatches, nextFire, targetsToDocument, type AssetFilter, type Targets } from '../domain/scans.ts';
 import { assetSnapshot } from '../domain/assets.ts';
+import { nameWithSuffix } from '../domain/names.ts';
 import { createRuns } from './runs.ts';
 import { targetAssets } from './scans.ts';
 
@@ -30,19 +31,19 @@ export async function syncScheduleTriggers(tx: Queryable, pipeline: PipelineRow)
   for (const [n, { t, index }] of schedules.entries()) {
     const timezone = t.timezone ?? 'UTC';
     const targets = targetsToDocument(targetsOf(t.targets));
-    const name = `${pipeline.name} (schedule ${n + 1})`;
+    const suffix = ` (schedule ${n + 1})`;
     const current = existing.find((s) => s.trigger_index === index);
     if (current) {
       kept.add(current.id);
       const same = current.cron_expression === t.cron && current.timezone === timezone;
       const next = same && current.next_run_at ? current.next_run_at : nextFire(t.cron, timezone, new Date());
       await one(tx, scansSql.UpdateScan, [
-        pipeline.tenant_id, current.id, await freeName(tx, pipeline.tenant_id, name, current.id), null, pipeline.id,
+        pipeline.tenant_id, current.id, await freeName(tx, pipeline, suffix, current.id), null, pipeline.id,
         targets, 'cron', t.cron, timezone, 'active', {}, current.max_active_runs, next,
       ]);
     } else {
       await one(tx, scansSql.InsertScan, [
-        pipeline.tenant_id, await freeName(tx, pipeline.tenant_id, name, null), null, pipeline.id, targets, 'cron',
+        pipeline.tenant_id, await freeName(tx, pipeline, suffix, null), null, pipeline.id, targets, 'cron',
         t.cron, timezone, 'active', {}, 10, nextFire(t.cron, timezone, new Date()), 'pipeline-trigger', index,
       ]);
     }
@@ -50,11 +51,16 @@ export async function syncScheduleTriggers(tx: Queryable, pipeline: PipelineRow)
   for (const s of existing) if (!kept.has(s.id)) await one(tx, scansSql.DeleteScanById, [s.id]);
 }
 
-/** A scan name not used by another scan of the tenant: the wanted one, or it with a number. */
-async function freeName(tx: Queryable, tenantId: string, wanted: string, self: string | null): Promise<string> {
+/**
+ * A name for a pipeline's schedule scan that no other scan of the tenant has: the pipeline's
+ * name with `suffix`, or with a number too; the pipeline's name is cut to keep it within the
+ * name bound (a 255-character pipeline name made a 269-character scan name, which the
+ * table's CHECK refused: a 500).
+ */
+async function freeName(tx: Queryable, pipeline: PipelineRow, suffix: string, self: string | null): Promise<string> {
   for (let i = 1; ; i++) {
-    const candidate = i === 1 ? wanted : `${wanted} ${i}`;
-    const taken = await one<{ id: string }>(tx, scansSql.ScanNamed, [tenantId, candidate]);
+    const candidate = nameWithSuffix(pipeline.name, i === 1 ? suffix : `${suffix} ${i}`);
+    const taken = await one<{ id: string }>(tx, scansSql.ScanNamed, [pipeline.tenant_id, candidate]);
     if (!taken || taken.id === self) return candidate;
   }
 }

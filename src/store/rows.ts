@@ -29,11 +29,30 @@ export type AgentRow = {
   version: string | null;
   hostname: string | null;
   heartbeat_data: Record<string, unknown>;
+  /** As the agent's last heartbeat named them. */
+  scanners: string[];
+  collectors: string[];
+  /** Null until the first heartbeat. */
+  last_report: AgentReport | null;
   last_heartbeat_at: Date | null;
   last_seen_at: Date | null;
   created_at: Date;
   updated_at: Date;
   active_commands?: number;
+};
+
+/** An agent's last heartbeat, but for what is kept elsewhere (version, hostname, scanners, collectors, other fields). */
+export type AgentReport = {
+  name: string | null;
+  status: string | null;
+  message: string | null;
+  uptime_seconds: number | null;
+  total_scans: number | null;
+  errors: number | null;
+  cpu_percent: number | null;
+  memory_percent: number | null;
+  active_jobs: number | null;
+  region: string | null;
 };
 
 export type PipelineRow = {
@@ -88,6 +107,8 @@ export type RunRow = {
   failed_steps: number;
   skipped_steps: number;
   total_findings: number;
+  /** Findings this run saw first (its sightings that created a finding). */
+  new_findings: number;
   started_at: Date | null;
   completed_at: Date | null;
   error_message: string | null;
@@ -149,6 +170,11 @@ export type CommandRow = {
   result: Record<string, unknown> | null;
   error_code: string | null;
   error_message: string | null;
+  /** What the agent said of the run when it finished the command (0007). */
+  exit_code: number | null;
+  duration_ms: number | null;
+  reported_status: string | null;
+  reported_completed_at: Date | null;
   claimed_at: Date | null;
   claim_expires_at: Date | null;
   acknowledged_at: Date | null;
@@ -199,4 +225,110 @@ export type EventRow = {
   step_run_id: string | null;
   data: Record<string, unknown>;
   created_at: Date;
+};
+
+export type IdempotencyKeyRow = {
+  owner: string;
+  status: 'processing' | 'committed' | 'completed';
+  request_hash: Buffer;
+  response_status: number | null;
+  response_content_type: string | null;
+  response_body: Buffer | null;
+  /** Older than the retention: the key behaves as new. */
+  expired: boolean;
+  /** Reserved longer ago than the lease. */
+  stale: boolean;
+};
+
+export type FindingStatus = 'open' | 'in_progress' | 'resolved' | 'false_positive' | 'accepted_risk' | 'suppressed';
+export type FindingSeverity = 'critical' | 'high' | 'medium' | 'low' | 'info';
+
+export type FindingRow = {
+  id: string;
+  tenant_id: string;
+  /** NULL only for findings that need no asset (credential_leak). */
+  asset_id: string | null;
+  fingerprint: string;
+  tool_fingerprint: string | null;
+  type: string;
+  tool: string;
+  rule_id: string | null;
+  title: string;
+  description: string | null;
+  severity: FindingSeverity;
+  /** critical 4 … info 0 (generated). */
+  severity_rank: number;
+  status: FindingStatus;
+  resolution: string | null;
+  location: Record<string, unknown>;
+  vulnerability: Record<string, unknown> | null;
+  references: unknown[];
+  properties: Record<string, unknown>;
+  occurrences: number;
+  first_seen_at: Date;
+  last_seen_at: Date;
+  resolved_at: Date | null;
+  first_run_id: string | null;
+  last_run_id: string | null;
+  last_step_key: string | null;
+  last_ingest_id: string | null;
+  /** The ingest that last reopened or auto-resolved it. */
+  status_ingest_id: string | null;
+  last_report_id: string | null;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type IngestRow = {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  kind: 'report' | 'sarif' | 'chunk' | 'credentials';
+  status: 'pending' | 'ingesting' | 'ingested';
+  report_id: string | null;
+  chunk_index: number | null;
+  total_chunks: number | null;
+  report_key: string | null;
+  tool: string | null;
+  coverage_type: 'full' | 'incremental' | 'partial';
+  branch: string | null;
+  is_default_branch: boolean | null;
+  command_id: string | null;
+  pipeline_run_id: string | null;
+  step_run_id: string | null;
+  step_key: string | null;
+  agent_scan_id: string | null;
+  default_asset_id: string | null;
+  scope_tools: string[];
+  scope_asset_ids: string[];
+  asset_refs: Record<string, string>;
+  assets_created: number;
+  assets_updated: number;
+  findings_created: number;
+  findings_updated: number;
+  findings_reopened: number;
+  findings_resolved: number;
+  findings_skipped: number;
+  problems: { path: string; message: string }[];
+  properties: Record<string, unknown>;
+  created_at: Date;
+  ingested_at: Date | null;
+};
+
+export type AgentScanRow = {
+  id: string;
+  tenant_id: string;
+  agent_id: string | null;
+  tool: string;
+  name: string | null;
+  asset_id: string | null;
+  branch: string | null;
+  commit_sha: string | null;
+  status: 'running' | 'completed' | 'failed';
+  findings_count: number | null;
+  error_message: string | null;
+  started_at: Date;
+  completed_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
 };

@@ -106,10 +106,12 @@ export class TestAgent {
     return this.h.request('POST', '/api/v1/agent/heartbeat', { apiKey: this.apiKey, body });
   }
 
+  /** The commands claimed: the poll answers a bare array (the seed SDK's PollCommands decodes one). */
   async poll(opts: { limit?: number; wait?: number } = {}): Promise<Record<string, any>[]> {
     const res = await this.h.request('GET', `/api/v1/agent/commands?limit=${opts.limit ?? 10}&wait=${opts.wait ?? 0}`, { apiKey: this.apiKey });
     assert.equal(res.status, 200, JSON.stringify(res.body));
-    return res.body.commands;
+    assert.ok(Array.isArray(res.body), `a poll answers a bare array: ${JSON.stringify(res.body)}`);
+    return res.body;
   }
 
   ack(id: string) {

@@ -5,16 +5,20 @@ import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { requireAgent, type AppEnv, type AuthAgent } from '../auth.ts';
-import { ApiError, notFound } from '../errors.ts';
-import { parseBody, pathId, queryOf, UUID } from '../input.ts';
+import { ApiError, invalid, notFound } from '../errors.ts';
+import { endpoints } from '../contract.ts';
+import { pathId, queryOf, readBody } from '../input.ts';
 import { presentCommand } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type pg from 'pg';
 import type { Queryable } from '../../db/pool.ts';
 import { finalMany, many, one } from '../../store/query.ts';
 import { agentsSql, commandsSql } from '../../store/queries.ts';
-import type { CommandRow } from '../../store/rows.ts';
-import { JsonObject } from '../../domain/json.ts';
+import type { AgentReport, CommandRow } from '../../store/rows.ts';
+import { freeFormProblem } from '../../domain/json.ts';
+import { AgentContacts } from '../contacts.ts';
+import { currentLog } from '../../observability/context.ts';
+import { agentOnline, commandReported, commandsEntered, stepEntered } from '../../observability/transitions.ts';
 
 export const MAX_WAIT_SECONDS = 60;
 /** How long a cancelled or expired command keeps being reported to its agent's heartbeats. */
@@ -22,36 +26,10 @@ const STOP_REPORT_SECONDS = 600;
 /** Contact is recorded at most this often per agent (the poll path stays read-mostly). */
 const TOUCH_EVERY_MS = 5_000;
 
-const Heartbeat = v.looseObject({
-  version: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(100)))),
-  hostname: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(255)))),
-  active_jobs: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0)))),
-  command_ids: v.optional(v.array(v.pipe(v.string(), v.regex(UUID, 'must be a command id')))),
-  running_command_ids: v.optional(v.array(v.pipe(v.string(), v.regex(UUID, 'must be a command id')))),
-});
-
-const PollQuery = v.object({
+export const PollQuery = v.object({
   limit: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number between 1 and 100'), v.transform(Number), v.minValue(1, 'must be at least 1'), v.maxValue(100, 'must be at most 100')), '10'),
   wait: v.optional(v.pipe(v.string(), v.regex(/^\d+(\.\d+)?$/, `must be a number of seconds between 0 and ${MAX_WAIT_SECONDS}`), v.transform(Number), v.maxValue(MAX_WAIT_SECONDS, `must be at most ${MAX_WAIT_SECONDS}`)), '0'),
 });
-
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(2_147_483_647));
-const CompleteBody = v.looseObject({
-  findings_count: v.optional(v.nullable(Count)),
-  output: v.optional(v.nullable(JsonObject)),
-  result: v.optional(v.nullable(v.looseObject({ findings_count: v.optional(v.nullable(Count)), output: v.optional(v.nullable(JsonObject)) }))),
-});
-const FailBody = v.pipe(
-  v.looseObject({
-    error_message: v.optional(v.pipe(v.string(), v.maxLength(10_000))),
-    error: v.optional(v.pipe(v.string(), v.maxLength(10_000))),
-    error_code: v.optional(v.nullable(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be a short code like "tool_error"')))),
-  }),
-  v.forward(
-    v.check((b) => typeof (b.error_message ?? b.error) === 'string' && (b.error_message ?? b.error)!.trim() !== '', 'is required: say why the command failed'),
-    ['error_message'],
-  ),
-);
 
 type Action = 'ack' | 'start' | 'complete' | 'fail';
 
@@ -59,28 +37,64 @@ export function agentApiRoutes(deps: AppDeps) {
   const r = new Hono<AppEnv>();
   const o = deps.orchestration;
 
-  /** Records that the agent is alive (any request counts), at most every few seconds. */
-  const touch = async (agent: AuthAgent) => {
-    if (agent.last_seen_at && Date.now() - agent.last_seen_at.getTime() < TOUCH_EVERY_MS) return;
-    await many(deps.pool, agentsSql.TouchAgent, [agent.id, o.agentOfflineAfterSeconds]);
+  // Contact is written in batches (contacts.ts): one statement for every agent of a short window.
+  const contacts = new AgentContacts(deps.pool, o.agentOfflineAfterSeconds);
+
+  /**
+   * Records that the agent is alive (any request counts), at most every few seconds. An agent
+   * that is not online waits for its batch (its transition to online is made there, before it
+   * is answered); an online one does not: its contact is written beside the request, never on
+   * the path of a claim or a transition (losing it in a crash loses only a moment of "last seen").
+   */
+  const touch = async (agent: AuthAgent): Promise<void> => {
+    if (agent.health === 'online' && agent.last_seen_at && Date.now() - agent.last_seen_at.getTime() < TOUCH_EVERY_MS) return;
     agent.last_seen_at = new Date(); // the cached credential carries it until it is looked up again
+    const recorded = contacts.touch(agent.id, agent.health === 'online').then((previous) => {
+      if (previous !== null && previous !== 'online') agentOnline(deps.pool, agent, previous);
+    });
+    if (agent.health === 'online') {
+      const log = currentLog(deps.logger);
+      recorded.catch((err) => log.warn({ err, agent_id: agent.id }, 'recording agent contact failed'));
+      return;
+    }
+    await recorded;
+    agent.health = 'online';
   };
 
   // Heartbeat needs no module: agents report health even when the tenant's plan lapsed.
   r.post('/heartbeat', requireAgent(deps, null), async (c) => {
     const agent = c.get('agent');
-    const body = await parseBody(c, Heartbeat);
-    const { version, hostname, command_ids, running_command_ids, ...rest } = body;
+    const body = await readBody(c, endpoints.heartbeat);
+    const {
+      version, hostname, command_ids, running_command_ids, scanners, collectors,
+      name, status, message, uptime_seconds, total_scans, errors, cpu_percent, memory_percent, active_jobs, region, ...rest
+    } = body;
     const named = [...(command_ids ?? []), ...(running_command_ids ?? [])];
-    await one(deps.pool, agentsSql.RecordHeartbeat, [agent.id, version ?? null, hostname ?? null, rest, o.agentOfflineAfterSeconds]);
+    const report: AgentReport = {
+      name: name ?? null, status: status ?? null, message: message ?? null, uptime_seconds: uptime_seconds ?? null,
+      total_scans: total_scans ?? null, errors: errors ?? null, cpu_percent: cpu_percent ?? null,
+      memory_percent: memory_percent ?? null, active_jobs: active_jobs ?? null, region: region ?? null,
+    };
+    // Written with the other contact of its batch; the commands to stop are read meanwhile.
+    const [previous, stop] = await Promise.all([
+      contacts.heartbeat(agent.id, { version: version ?? null, hostname: hostname ?? null, data: rest, scanners: scanners ?? [], collectors: collectors ?? [], report }, agent.health === 'online'),
+      many<{ id: string }>(deps.pool, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]),
+    ]);
+    if (previous !== null && previous !== 'online') agentOnline(deps.pool, agent, previous);
     agent.last_seen_at = new Date();
-    const stop = await many<{ id: string }>(deps.pool, agentsSql.CommandsToStop, [agent.id, STOP_REPORT_SECONDS, named, agent.tenant_id]);
+    agent.health = 'online';
     return c.json({
       status: 'ok',
       agent_id: agent.id,
       tenant_id: agent.tenant_id,
       heartbeat_interval_seconds: o.heartbeatIntervalSeconds,
+      poll_interval_seconds: o.pollIntervalSeconds,
       cancel_command_ids: stop.map((s) => s.id),
+      // What the tenant set for this agent, which an agent cannot read otherwise: the
+      // commands it will be sent (tools, capabilities) and how many at once.
+      max_concurrent_jobs: agent.max_concurrent_jobs,
+      tools: agent.tools,
+      capabilities: agent.capabilities,
     });
   });
 
@@ -118,14 +132,17 @@ export function agentApiRoutes(deps: AppDeps) {
     } finally {
       subscription?.close();
     }
-    return c.json({ commands: commands.map(presentCommand), poll_interval_seconds: o.pollIntervalSeconds });
+    // A bare array, as the seed system's server answers and its SDK decodes it (PollCommands:
+    // json.Unmarshal into []Command); the poll interval travels in a header.
+    c.header('X-Poll-Interval-Seconds', String(o.pollIntervalSeconds));
+    return c.json(commands.map(presentCommand));
   });
 
   const transition = (action: Action) => async (c: Context<AppEnv>) => {
     const agent = c.get('agent');
     const id = pathId(c, 'id', 'command');
-    const params = action === 'complete' ? completion(await parseBody(c, CompleteBody))
-      : action === 'fail' ? failure(await parseBody(c, FailBody))
+    const params = action === 'complete' ? completion(await readBody(c, endpoints.completeCommand))
+      : action === 'fail' ? failure(await readBody(c, endpoints.failCommand))
       : null;
     await touch(agent);
     // Each transition is one guarded statement (with its job changes in CTEs), atomic on
@@ -143,23 +160,66 @@ export function agentApiRoutes(deps: AppDeps) {
   return r;
 }
 
-type Outcome = { status: 'completed' | 'failed'; result: Record<string, unknown> | null; errorCode: string | null; errorMessage: string | null };
+/** What the agent says of the run of a command (the seed SDK's CommandResult), recorded beside our own times. */
+type RunReport = { exitCode: number | null; durationMs: number | null; status: string | null; completedAt: string | null };
 
-function completion(body: v.InferOutput<typeof CompleteBody>): Outcome {
+type Outcome = {
+  status: 'completed' | 'failed';
+  result: Record<string, unknown> | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+  report: RunReport;
+};
+
+const NO_REPORT: RunReport = { exitCode: null, durationMs: null, status: null, completedAt: null };
+
+function completion(body: v.InferOutput<typeof endpoints.completeCommand.body>): Outcome {
   const { result: nested, findings_count, output, ...extra } = body;
-  const { findings_count: nestedCount, output: nestedOutput, ...nestedExtra } = nested ?? {};
-  // The step's output: `output` if given; otherwise whatever else the result carries
-  // (seed 001's worker response: {findings_count, duration_ms, scan_id}).
-  const rest = { ...stripCommandFields(extra), ...nestedExtra };
-  return {
-    status: 'completed',
-    result: {
-      findings_count: findings_count ?? nestedCount ?? 0,
-      output: output ?? nestedOutput ?? rest,
-    },
-    errorCode: null,
-    errorMessage: null,
+  const {
+    findings_count: nestedCount, output: nestedOutput, status, completed_at, duration_ms, exit_code, error, metadata, ...nestedExtra
+  } = nested ?? {};
+  const report: RunReport = {
+    exitCode: exit_code ?? null,
+    durationMs: duration_ms ?? null,
+    status: status ?? null,
+    completedAt: agentTime(completed_at),
   };
+  // The step's output: `output` if given; else the SDK's `metadata` ("can be used for output
+  // data"); else whatever else the result carries, its duration and exit code included
+  // (seed 001's worker response: {findings_count, duration_ms, scan_id}).
+  const rest = { ...stripCommandFields(extra), ...nestedExtra, ...defined({ duration_ms, exit_code }) };
+  if (output == null && nestedOutput == null && metadata == null) {
+    const problem = freeFormProblem(rest);
+    if (problem) throw invalid([{ path: '(body)', message: `the fields that make the step's output (all but findings_count) together ${problem}` }]);
+  }
+  const result = {
+    // null when the agent gives none: the step then counts the findings ingested for the command.
+    findings_count: findings_count ?? nestedCount ?? null,
+    output: output ?? nestedOutput ?? metadata ?? rest,
+  };
+  // Clients other than the SDK's ReportCommandResult (which sends failures to /fail) may
+  // complete with a failed result: that is a failure, kept with what it carried.
+  if (status?.trim().toLowerCase() === 'failed') {
+    return {
+      status: 'failed',
+      result,
+      errorCode: 'agent_error',
+      errorMessage: error?.trim() || 'The agent reported the command failed (result.status "failed", no error given)',
+      report,
+    };
+  }
+  return { status: 'completed', result, errorCode: null, errorMessage: null, report };
+}
+
+function defined(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value != null));
+}
+
+/** The agent's completion time; Go's zero time (0001-01-01, a CommandResult never given one) is none. */
+function agentTime(value: string | null | undefined): string | null {
+  if (!value) return null;
+  const at = new Date(Date.parse(value));
+  return at.getUTCFullYear() <= 1 ? null : at.toISOString();
 }
 
 function stripCommandFields(extra: Record<string, unknown>): Record<string, unknown> {
@@ -167,12 +227,13 @@ function stripCommandFields(extra: Record<string, unknown>): Record<string, unkn
   return rest;
 }
 
-function failure(body: v.InferOutput<typeof FailBody>): Outcome {
+function failure(body: v.InferOutput<typeof endpoints.failCommand.body>): Outcome {
   return {
     status: 'failed',
     result: null,
     errorCode: body.error_code ?? 'agent_error',
     errorMessage: (body.error_message ?? body.error)!.trim(),
+    report: { ...NO_REPORT, exitCode: body.exit_code ?? null, durationMs: body.duration_ms ?? null },
   };
 }
 
@@ -184,29 +245,51 @@ const REPLAY: Record<Action, Set<string>> = {
   fail: new Set(['failed']),
 };
 
+/** pending → acknowledged, and its step queued → running (counted once committed). */
+async function ackCommand(tx: Queryable, id: string, agentId: string): Promise<CommandRow | null> {
+  const acked = await one<CommandRow & { started_step_key: string | null }>(tx, commandsSql.AckCommand, [id, agentId]);
+  if (!acked) return null;
+  commandsEntered(tx, [acked], 'acknowledged');
+  if (acked.started_step_key && acked.step_run_id && acked.pipeline_run_id) {
+    stepEntered(tx, { id: acked.step_run_id, tenant_id: acked.tenant_id, pipeline_run_id: acked.pipeline_run_id, step_key: acked.started_step_key }, 'running');
+  }
+  return acked;
+}
+
+async function startCommand(tx: Queryable, id: string, agentId: string): Promise<CommandRow | null> {
+  const started = await one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]);
+  if (started) commandsEntered(tx, [started], 'running');
+  return started;
+}
+
 async function move(pool: pg.Pool, action: Action, id: string, agentId: string, outcome: Outcome | null): Promise<CommandRow> {
   const tx: Queryable = pool;
   const attempt = async (): Promise<CommandRow | null> => {
     switch (action) {
       case 'ack':
-        return one<CommandRow>(tx, commandsSql.AckCommand, [id, agentId]);
+        return ackCommand(tx, id, agentId);
       case 'start':
-        return one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]);
-      default:
-        return one<CommandRow>(tx, commandsSql.FinishCommand, [
+        return startCommand(tx, id, agentId);
+      default: {
+        const finished = await one<CommandRow>(tx, commandsSql.FinishCommand, [
           id, agentId, outcome!.status, outcome!.result, outcome!.errorCode, outcome!.errorMessage,
+          outcome!.report.exitCode, outcome!.report.durationMs, outcome!.report.status, outcome!.report.completedAt,
         ]);
+        if (finished) commandReported(tx, finished);
+        return finished;
+      }
     }
   };
   const moved = await attempt();
   if (moved) return moved;
   const current = await one<CommandRow>(tx, commandsSql.GetAgentCommand, [id, agentId]);
   if (!current) throw notFound('command');
-  if (REPLAY[action].has(current.status)) return current;
+  // A completion that reports a failure replays like a failure.
+  if ((outcome?.status === 'failed' ? REPLAY.fail : REPLAY[action]).has(current.status)) return current;
   if (action === 'start' && current.status === 'pending') {
     // An agent that starts without acknowledging: acknowledge, then start, together.
     const started = await withTransaction(pool, async (tx) =>
-      (await one(tx, commandsSql.AckCommand, [id, agentId])) ? one<CommandRow>(tx, commandsSql.StartCommand, [id, agentId]) : null,
+      (await ackCommand(tx, id, agentId)) ? startCommand(tx, id, agentId) : null,
     );
     if (started) return started;
     return move(pool, action, id, agentId, outcome);

@@ -3,8 +3,10 @@ import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { forgetAgentCredential, newSecret, requireTenant, type AppEnv } from '../auth.ts';
+import { readsOf } from '../reads.ts';
 import { conflict, notFound } from '../errors.ts';
-import { pageOf, pageResult, parseBody, parseInput, pathId, queryOf } from '../input.ts';
+import { CreateAgent, endpoints } from '../contract.ts';
+import { pageOf, pageResult, parseInput, pathId, queryOf, readBody } from '../input.ts';
 import { presentAgent } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import { many, one } from '../../store/query.ts';
@@ -12,25 +14,8 @@ import { agentsSql } from '../../store/queries.ts';
 import type { AgentRow } from '../../store/rows.ts';
 import { stripUndefined } from './assets.ts';
 import { releaseAgentWork } from '../../progression/commands.ts';
-import { JsonObject } from '../../domain/json.ts';
 
-const Word = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(100));
-const Fields = {
-  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255)),
-  tools: v.pipe(v.array(Word), v.maxLength(200)),
-  capabilities: v.pipe(v.array(Word), v.maxLength(200)),
-  max_concurrent_jobs: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1000)),
-  labels: JsonObject,
-};
-const CreateAgent = v.object({
-  name: Fields.name,
-  tools: v.optional(Fields.tools, []),
-  capabilities: v.optional(Fields.capabilities, []),
-  max_concurrent_jobs: v.optional(Fields.max_concurrent_jobs, 5),
-  labels: v.optional(Fields.labels, {}),
-});
-const UpdateAgent = v.partial(CreateAgent);
-const ListQuery = v.object({
+export const ListQuery = v.object({
   status: v.optional(v.picklist(['active', 'disabled', 'revoked'], 'must be active, disabled or revoked')),
   health: v.optional(v.picklist(['unknown', 'online', 'offline'], 'must be unknown, online or offline')),
 });
@@ -40,7 +25,7 @@ export function agentRoutes(deps: AppDeps) {
   r.use('*', requireTenant(deps));
 
   r.post('/', async (c) => {
-    const a = await parseBody(c, CreateAgent);
+    const a = await readBody(c, endpoints.createAgent);
     const secret = newSecret('sfa');
     const row = await one<AgentRow>(deps.pool, agentsSql.InsertAgent, [
       c.get('tenant').id, a.name, secret.hash, secret.display, dedupe(a.tools), dedupe(a.capabilities),
@@ -50,23 +35,25 @@ export function agentRoutes(deps: AppDeps) {
   });
 
   r.get('/', async (c) => {
+    const db = readsOf(deps, c);
     const page = pageOf(c);
     const f = queryOf(c, ListQuery, ['status', 'health']);
-    const rows = await many<AgentRow & { cursor_at: string }>(deps.pool, agentsSql.ListAgents, [
+    const rows = await many<AgentRow & { cursor_at: string }>(db, agentsSql.ListAgents, [
       c.get('tenant').id, page.after?.at ?? null, page.after?.id ?? null, f.status ?? null, f.health ?? null, page.limit + 1,
     ]);
     return c.json(pageResult(rows, page, presentAgent));
   });
 
   r.get('/:id', async (c) => {
-    const row = await one<AgentRow>(deps.pool, agentsSql.GetAgent, [c.get('tenant').id, pathId(c, 'id', 'agent')]);
+    const db = readsOf(deps, c);
+    const row = await one<AgentRow>(db, agentsSql.GetAgent, [c.get('tenant').id, pathId(c, 'id', 'agent')]);
     if (!row) throw notFound('agent');
     return c.json(presentAgent(row));
   });
 
   r.put('/:id', async (c) => {
     const id = pathId(c, 'id', 'agent');
-    const patch = await parseBody(c, UpdateAgent);
+    const patch = await readBody(c, endpoints.updateAgent);
     const tenantId = c.get('tenant').id;
     const row = await withTransaction(deps.pool, async (tx) => {
       const current = await one<AgentRow>(tx, agentsSql.LockAgent, [tenantId, id]);

@@ -5,8 +5,11 @@ import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { newSecret, requireTenant, type AppEnv } from '../auth.ts';
+import { readsOf } from '../reads.ts';
 import { conflict, invalid, notFound } from '../errors.ts';
-import { pageOf, pageResult, parseBody, parseInput, pathId, readJson, stepKeyParam, UUID } from '../input.ts';
+import { idempotent } from '../idempotency.ts';
+import { endpoints, type Endpoint } from '../contract.ts';
+import { pageOf, pageResult, parseInput, pathId, readBody, readBodyJson, stepKeyParam } from '../input.ts';
 import { presentPipeline, presentRun, presentStep } from '../present.ts';
 import { withTransaction, type Tx } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -17,17 +20,11 @@ import { bumpPipeline, createPipeline, stepsOfPipelines, versionDocument, versio
 import { createRuns } from '../../progression/runs.ts';
 import { validatePipeline, validateStep } from '../../domain/pipeline.ts';
 import { assetSnapshot } from '../../domain/assets.ts';
-import { JsonObject, canonicalJson } from '../../domain/json.ts';
+import { canonicalJson } from '../../domain/json.ts';
 import type { Problem } from '../../domain/problems.ts';
+import { nameWithSuffix } from '../../domain/names.ts';
 
-const CloneBody = v.object({ name: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255))) });
-const ReorderBody = v.object({ order: v.pipe(v.array(v.string()), v.minLength(1, 'must list the step keys')) });
-const RunBody = v.object({
-  asset_id: v.optional(v.nullable(v.pipe(v.string(), v.regex(UUID, 'must be a UUID')))),
-  context: v.optional(JsonObject, {}),
-  triggered_by: v.optional(v.pipe(v.string(), v.maxLength(255))),
-});
-const VersionQuery = v.object({
+export const VersionQuery = v.object({
   version: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a version number'), v.transform(Number), v.minValue(1))),
 });
 
@@ -40,9 +37,9 @@ function nameTaken(err: unknown): boolean {
     (err as { constraint?: string }).constraint === 'pipeline_templates_name_key';
 }
 
-/** The names a copy takes when none is given: "<name> (copy)", "<name> (copy 2)", … */
+/** The names a copy takes when none is given: "<name> (copy)", "<name> (copy 2)", …, each within the name bound. */
 export function copyNames(name: string): string[] {
-  return Array.from({ length: 50 }, (_, i) => `${name} (copy${i ? ` ${i + 1}` : ''})`);
+  return Array.from({ length: 50 }, (_, i) => nameWithSuffix(name, ` (copy${i ? ` ${i + 1}` : ''})`));
 }
 
 /**
@@ -101,8 +98,8 @@ export function pipelineRoutes(deps: AppDeps) {
     }
   };
 
-  r.post('/', async (c) => {
-    const checked = validatePipeline(await readJson(c));
+  r.post('/', idempotent(deps), async (c) => {
+    const checked = validatePipeline(await readBodyJson(c, endpoints.createPipeline));
     if (!checked.ok) rejectDocument(checked.problems);
     const tenantId = c.get('tenant').id;
     const body = await withTransaction(deps.pool, async (tx) => {
@@ -117,30 +114,32 @@ export function pipelineRoutes(deps: AppDeps) {
   });
 
   r.get('/', async (c) => {
+    const db = readsOf(deps, c);
     const page = pageOf(c);
-    const rows = await many<PipelineRow & { cursor_at: string }>(deps.pool, pipelinesSql.ListPipelines, [
+    const rows = await many<PipelineRow & { cursor_at: string }>(db, pipelinesSql.ListPipelines, [
       c.get('tenant').id, page.after?.at ?? null, page.after?.id ?? null, page.limit + 1,
     ]);
-    const steps = await stepsOfPipelines(deps.pool, rows.slice(0, page.limit));
+    const steps = await stepsOfPipelines(db, rows.slice(0, page.limit));
     return c.json(pageResult(rows, page, (p) => presentPipeline(p, steps.get(p.id) ?? [])));
   });
 
   r.get('/:id', async (c) => {
+    const db = readsOf(deps, c);
     const id = pathId(c, 'id', 'pipeline');
     const tenantId = c.get('tenant').id;
     const { version } = parseInput(VersionQuery, { version: c.req.query('version') });
-    const p = await one<PipelineRow>(deps.pool, pipelinesSql.GetPipeline, [tenantId, id]);
+    const p = await one<PipelineRow>(db, pipelinesSql.GetPipeline, [tenantId, id]);
     if (!p) throw notFound('pipeline');
-    if (version === undefined || version === p.version) return c.json(await respond(deps.pool, p));
-    const old = await one<PipelineRow & { version: number }>(deps.pool, pipelinesSql.GetPipelineVersion, [tenantId, id, version]);
+    if (version === undefined || version === p.version) return c.json(await respond(db, p));
+    const old = await one<PipelineRow & { version: number }>(db, pipelinesSql.GetPipelineVersion, [tenantId, id, version]);
     if (!old) throw notFound('pipeline version');
-    return c.json(presentPipeline(p, await versionSteps(deps.pool, id, version), old));
+    return c.json(presentPipeline(p, await versionSteps(db, id, version), old));
   });
 
   r.put('/:id', async (c) => {
     const id = pathId(c, 'id', 'pipeline');
     const tenantId = c.get('tenant').id;
-    const doc = await readJson(c);
+    const doc = await readBodyJson(c, endpoints.updatePipeline);
     const body = await withTransaction(deps.pool, async (tx) => {
       const current = await lockPipelineForChange(tx, tenantId, id);
       return respond(tx, await saveVersion(tx, tenantId, current, doc));
@@ -172,7 +171,7 @@ export function pipelineRoutes(deps: AppDeps) {
   r.post('/:id/clone', async (c) => {
     const id = pathId(c, 'id', 'pipeline');
     const tenantId = c.get('tenant').id;
-    const { name } = await parseBody(c, CloneBody);
+    const { name } = await readBody(c, endpoints.clonePipeline);
     const body = await withTransaction(deps.pool, async (tx) => {
       const source = await one<PipelineRow>(tx, pipelinesSql.GetPipeline, [tenantId, id]);
       if (!source) throw notFound('pipeline');
@@ -184,19 +183,22 @@ export function pipelineRoutes(deps: AppDeps) {
 
   // Step sub-resources: each change is a new version of the whole document, validated as one.
   r.get('/:id/steps', async (c) => {
-    const p = await one<PipelineRow>(deps.pool, pipelinesSql.GetPipeline, [c.get('tenant').id, pathId(c, 'id', 'pipeline')]);
+    const db = readsOf(deps, c);
+    const p = await one<PipelineRow>(db, pipelinesSql.GetPipeline, [c.get('tenant').id, pathId(c, 'id', 'pipeline')]);
     if (!p) throw notFound('pipeline');
-    const steps = await versionSteps(deps.pool, p.id, p.version);
+    const steps = await versionSteps(db, p.id, p.version);
     return c.json({ items: steps.map(presentStep), next_cursor: null, pipeline_version: p.version });
   });
 
+  /** A handler that changes the steps of a pipeline; `endpoint` is the one it serves (null: it reads no body). */
   const editSteps = (
+    endpoint: Endpoint<v.GenericSchema> | null,
     edit: (steps: Record<string, unknown>[], c: Context<AppEnv>, body: unknown) => { steps: Record<string, unknown>[]; focus: string | null },
     status: 200 | 201,
   ) => async (c: Context<AppEnv>) => {
     const id = pathId(c, 'id', 'pipeline');
     const tenantId = c.get('tenant').id;
-    const input = await readJson(c);
+    const input = endpoint ? await readBodyJson(c, endpoint) : {};
     const result = await withTransaction(deps.pool, async (tx) => {
       const p = await lockPipelineForChange(tx, tenantId, id);
       const doc = await versionDocument(tx, p);
@@ -216,7 +218,7 @@ export function pipelineRoutes(deps: AppDeps) {
     return checked.value;
   };
 
-  r.post('/:id/steps', editSteps((steps, _c, body) => {
+  r.post('/:id/steps', editSteps(endpoints.addStep, (steps, _c, body) => {
     const step = stepInput(body);
     const key = (step.id ?? step.step_key) as string | undefined;
     if (!key) throw invalid([{ path: 'id', message: 'a step needs an id (or step_key)' }], 'The step is invalid');
@@ -225,7 +227,7 @@ export function pipelineRoutes(deps: AppDeps) {
     return { steps: [...steps, { ...step, id: key, step_key: key, order }], focus: key as string };
   }, 201));
 
-  r.put('/:id/steps/:stepKey', editSteps((steps, c, body) => {
+  r.put('/:id/steps/:stepKey', editSteps(endpoints.updateStep, (steps, c, body) => {
     const key = stepKeyParam(c);
     const step = stepInput(body);
     const given = (step.id ?? step.step_key) as string | undefined;
@@ -241,7 +243,7 @@ export function pipelineRoutes(deps: AppDeps) {
     return { steps: next, focus: key };
   }, 200));
 
-  r.delete('/:id/steps/:stepKey', editSteps((steps, c) => {
+  r.delete('/:id/steps/:stepKey', editSteps(null, (steps, c) => {
     const key = stepKeyParam(c);
     if (!steps.some((s) => s.id === key)) throw notFound('step');
     const users = steps.filter((s) => Array.isArray(s.depends_on) && (s.depends_on as string[]).includes(key)).map((s) => s.id);
@@ -250,8 +252,8 @@ export function pipelineRoutes(deps: AppDeps) {
     return { steps: steps.filter((s) => s.id !== key), focus: null };
   }, 200));
 
-  r.post('/:id/steps/reorder', editSteps((steps, _c, body) => {
-    const { order } = parseInput(ReorderBody, body);
+  r.post('/:id/steps/reorder', editSteps(endpoints.reorderSteps, (steps, _c, body) => {
+    const { order } = parseInput(endpoints.reorderSteps.body, body);
     const keys = steps.map((s) => s.id as string);
     const problems: Problem[] = [];
     order.forEach((k, i) => {
@@ -264,10 +266,10 @@ export function pipelineRoutes(deps: AppDeps) {
     return { steps: steps.map((s) => ({ ...s, order: order.indexOf(s.id as string) + 1 })), focus: null };
   }, 200));
 
-  r.post('/:id/run', async (c) => {
+  r.post('/:id/run', idempotent(deps), async (c) => {
     const id = pathId(c, 'id', 'pipeline');
     const tenantId = c.get('tenant').id;
-    const body = await parseBody(c, RunBody);
+    const body = await readBody(c, endpoints.runPipeline);
     const run = await withTransaction(deps.pool, async (tx) => {
       let target: Record<string, unknown> = {};
       if (body.asset_id) {

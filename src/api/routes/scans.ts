@@ -3,18 +3,21 @@ import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { requireTenant, type AppEnv } from '../auth.ts';
+import { readsOf } from '../reads.ts';
 import { conflict, invalid, notFound } from '../errors.ts';
-import { OptionalUuidQuery, limitOf, pageOf, pageResult, parseInput, pathId, queryOf, readJson } from '../input.ts';
+import { idempotent } from '../idempotency.ts';
+import { endpoints } from '../contract.ts';
+import { OptionalUuidQuery, limitOf, pageOf, pageResult, parseInput, pathId, queryOf, readBody, readBodyJson } from '../input.ts';
 import { presentRun } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import type { Queryable } from '../../db/pool.ts';
-import { many, one } from '../../store/query.ts';
+import { composed, many, one } from '../../store/query.ts';
+import { listRunsStatement } from '../../store/lists.ts';
 import { assetsSql, pipelinesSql, runsSql, scansSql } from '../../store/queries.ts';
 import type { RunRow, ScanFireRow, ScanRow } from '../../store/rows.ts';
 import {
   SCAN_STATUSES, ScanInput, nextFire, scheduleOf, scheduleProblems, targetsToDocument, type ScanInputValue,
 } from '../../domain/scans.ts';
-import { JsonObject } from '../../domain/json.ts';
 import { fireScan, parseTargets } from '../../progression/scans.ts';
 import type { Problem } from '../../domain/problems.ts';
 
@@ -36,20 +39,10 @@ function presentFire(f: ScanFireRow) {
   };
 }
 
-const ListQuery = v.object({
+export const ListQuery = v.object({
   status: v.optional(v.picklist(SCAN_STATUSES, `must be one of ${SCAN_STATUSES.join(', ')}`)),
   pipeline_id: OptionalUuidQuery,
 });
-const TriggerBody = v.object({ context: v.optional(JsonObject, {}) });
-
-/** Seed 003's clients send pipeline_template_id; it names the same pipeline. */
-function withAliases(body: Record<string, unknown>): Record<string, unknown> {
-  if (body.pipeline_template_id !== undefined && body.pipeline_id === undefined) {
-    const { pipeline_template_id, ...rest } = body;
-    return { ...rest, pipeline_id: pipeline_template_id };
-  }
-  return body;
-}
 
 /** The scan's references exist in the tenant: its pipeline and any asset it names. */
 async function referenceProblems(tx: Queryable, tenantId: string, scan: ScanInputValue): Promise<Problem[]> {
@@ -105,9 +98,9 @@ export function scanRoutes(deps: AppDeps) {
     return scan;
   };
 
-  r.post('/', async (c) => {
+  r.post('/', idempotent(deps), async (c) => {
     const tenantId = c.get('tenant').id;
-    const input = parseInput(ScanInput, withAliases(await readJson(c)));
+    const input = await readBody(c, endpoints.createScan);
     const problems = scheduleProblems(input);
     if (problems.length) throw invalid(problems);
     const scan = await withTransaction(deps.pool, async (tx) => {
@@ -128,16 +121,18 @@ export function scanRoutes(deps: AppDeps) {
   });
 
   r.get('/', async (c) => {
+    const db = readsOf(deps, c);
     const page = pageOf(c);
     const f = queryOf(c, ListQuery, ['status', 'pipeline_id']);
-    const rows = await many<ScanRow & { cursor_at: string }>(deps.pool, scansSql.ListScans, [
+    const rows = await many<ScanRow & { cursor_at: string }>(db, scansSql.ListScans, [
       c.get('tenant').id, page.after?.at ?? null, page.after?.id ?? null, f.status ?? null, f.pipeline_id ?? null, page.limit + 1,
     ]);
     return c.json(pageResult(rows, page, presentScan));
   });
 
   r.get('/:id', async (c) => {
-    const scan = await one<ScanRow>(deps.pool, scansSql.GetScan, [c.get('tenant').id, pathId(c, 'id', 'scan')]);
+    const db = readsOf(deps, c);
+    const scan = await one<ScanRow>(db, scansSql.GetScan, [c.get('tenant').id, pathId(c, 'id', 'scan')]);
     if (!scan) throw notFound('scan');
     return c.json(presentScan(scan));
   });
@@ -146,7 +141,7 @@ export function scanRoutes(deps: AppDeps) {
   // recomputes the next fire from now (a resumed scan does not replay what it missed).
   r.put('/:id', async (c) => {
     const tenantId = c.get('tenant').id;
-    const patch = withAliases(await readJson(c));
+    const patch = await readBodyJson(c, endpoints.updateScan);
     const scan = await withTransaction(deps.pool, async (tx) => {
       const current = await lockScan(tx, c);
       refuseManaged(current);
@@ -190,8 +185,8 @@ export function scanRoutes(deps: AppDeps) {
   });
 
   // A manual run of the scan on all its targets now (allowed while paused, not disabled).
-  r.post('/:id/trigger', async (c) => {
-    const body = parseInput(TriggerBody, await readJson(c));
+  r.post('/:id/trigger', idempotent(deps), async (c) => {
+    const body = await readBody(c, endpoints.triggerScan);
     const { fire, runs } = await withTransaction(deps.pool, async (tx) => {
       const scan = await lockScan(tx, c);
       if (scan.status === 'disabled') throw conflict('scan_disabled', `Scan '${scan.name}' is disabled`);
@@ -202,25 +197,25 @@ export function scanRoutes(deps: AppDeps) {
   });
 
   r.get('/:id/runs', async (c) => {
+    const db = readsOf(deps, c);
     const tenantId = c.get('tenant').id;
-    const scan = await one<ScanRow>(deps.pool, scansSql.GetScan, [tenantId, pathId(c, 'id', 'scan')]);
+    const scan = await one<ScanRow>(db, scansSql.GetScan, [tenantId, pathId(c, 'id', 'scan')]);
     if (!scan) throw notFound('scan');
     const page = pageOf(c);
-    const rows = await many<RunRow & { cursor_at: string }>(deps.pool, runsSql.ListRuns, [
-      tenantId, page.after?.at ?? null, page.after?.id ?? null, null, null, null, scan.id, page.limit + 1,
-    ]);
+    const rows = await composed<RunRow & { cursor_at: string }>(db, listRunsStatement(tenantId, { scan_id: scan.id }, page.after, page.limit + 1));
     return c.json(pageResult(rows, page, (run) => presentRun(run)));
   });
 
   // What fired, when, which runs it made and what it skipped (and why).
   r.get('/:id/fires', async (c) => {
+    const db = readsOf(deps, c);
     const tenantId = c.get('tenant').id;
-    const scan = await one<ScanRow>(deps.pool, scansSql.GetScan, [tenantId, pathId(c, 'id', 'scan')]);
+    const scan = await one<ScanRow>(db, scansSql.GetScan, [tenantId, pathId(c, 'id', 'scan')]);
     if (!scan) throw notFound('scan');
     const limit = limitOf(c);
     const before = c.req.query('cursor');
     if (before !== undefined && !/^\d+$/.test(before)) throw invalid([{ path: 'cursor', message: 'is not a cursor returned by this API' }]);
-    const rows = await many<ScanFireRow>(deps.pool, scansSql.ListScanFires, [tenantId, scan.id, before ?? null, limit + 1]);
+    const rows = await many<ScanFireRow>(db, scansSql.ListScanFires, [tenantId, scan.id, before ?? null, limit + 1]);
     const more = rows.length > limit;
     const items = rows.slice(0, limit);
     return c.json({ items: items.map(presentFire), next_cursor: more ? String(items[items.length - 1].id) : null });

@@ -2,19 +2,17 @@
 // and copied into a tenant as an ordinary pipeline at version 1. A template is named by its
 // id or its slug.
 import { Hono, type Context } from 'hono';
-import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { requireTenant, type AppEnv } from '../auth.ts';
 import { notFound } from '../errors.ts';
-import { parseBody } from '../input.ts';
+import { endpoints } from '../contract.ts';
+import { readBody } from '../input.ts';
 import { presentPipeline } from '../present.ts';
 import { copyNames, createUnderFreeName } from './pipelines.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import { versionSteps } from '../../store/pipelines.ts';
 import { stepToDocument, type PipelineDoc } from '../../domain/pipeline.ts';
 import { findSystemTemplate, SYSTEM_TEMPLATES, templatePipeline, type SystemTemplate } from '../../domain/templates.ts';
-
-const UseBody = v.object({ name: v.optional(v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255))) });
 
 function presentTemplate(t: SystemTemplate, doc: PipelineDoc) {
   return {
@@ -42,7 +40,7 @@ export function templateRoutes(deps: AppDeps) {
 
   r.post('/:id/use', async (c) => {
     const t = templateOf(c);
-    const { name } = await parseBody(c, UseBody);
+    const { name } = await readBody(c, endpoints.useTemplate);
     const tenantId = c.get('tenant').id;
     const body = await withTransaction(deps.pool, async (tx) => {
       const names = name ? [name] : [t.document.name, ...copyNames(t.document.name)];

@@ -1,29 +1,23 @@
 // Tenants and tenant tokens (instance admin only).
 import { Hono } from 'hono';
-import * as v from 'valibot';
 import type { AppDeps } from '../app.ts';
 import { newSecret, requireAdmin, type AppEnv } from '../auth.ts';
+import { readsOf } from '../reads.ts';
 import { notFound } from '../errors.ts';
-import { pageOf, pageResult, parseBody, pathId } from '../input.ts';
+import { endpoints } from '../contract.ts';
+import { pageOf, pageResult, pathId, readBody } from '../input.ts';
 import { presentTenant } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import { many, one } from '../../store/query.ts';
 import { tenantsSql } from '../../store/queries.ts';
 import type { TenantRow } from '../../store/rows.ts';
 
-const Module = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_]{0,49}$/, 'must be a lowercase module name like "scans"'));
-const CreateTenant = v.object({
-  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(255)),
-  modules: v.optional(v.array(Module), ['scans']),
-});
-const CreateToken = v.object({ name: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(255)))) });
-
 export function tenantRoutes(deps: AppDeps) {
   const r = new Hono<AppEnv>();
   r.use('*', requireAdmin(deps));
 
   r.post('/', async (c) => {
-    const body = await parseBody(c, CreateTenant);
+    const body = await readBody(c, endpoints.createTenant);
     const secret = newSecret('sft');
     const tenant = await withTransaction(deps.pool, async (tx) => {
       const t = (await one<TenantRow>(tx, tenantsSql.InsertTenant, [body.name, [...new Set(body.modules)]]))!;
@@ -34,22 +28,24 @@ export function tenantRoutes(deps: AppDeps) {
   });
 
   r.get('/', async (c) => {
+    const db = readsOf(deps, c);
     const page = pageOf(c);
-    const rows = await many<TenantRow & { cursor_at: string }>(deps.pool, tenantsSql.ListTenants, [
+    const rows = await many<TenantRow & { cursor_at: string }>(db, tenantsSql.ListTenants, [
       page.after?.at ?? null, page.after?.id ?? null, page.limit + 1,
     ]);
     return c.json(pageResult(rows, page, presentTenant));
   });
 
   r.get('/:id', async (c) => {
-    const tenant = await one<TenantRow>(deps.pool, tenantsSql.GetTenant, [pathId(c, 'id', 'tenant')]);
+    const db = readsOf(deps, c);
+    const tenant = await one<TenantRow>(db, tenantsSql.GetTenant, [pathId(c, 'id', 'tenant')]);
     if (!tenant) throw notFound('tenant');
     return c.json(presentTenant(tenant));
   });
 
   r.post('/:id/tokens', async (c) => {
     const id = pathId(c, 'id', 'tenant');
-    const body = await parseBody(c, CreateToken);
+    const body = await readBody(c, endpoints.createTenantToken);
     const secret = newSecret('sft');
     const token = await withTransaction(deps.pool, async (tx) => {
       if (!(await one(tx, tenantsSql.GetTenant, [id]))) throw notFound('tenant');

@@ -1,12 +1,13 @@
 // Webhook triggers (seed 001 "trigger: webhook"): an authenticated POST that starts runs of
 // a pipeline and answers which. Authenticated by the pipeline's webhook token (POST
 // /pipelines/{id}/webhook-token) or by a token of the pipeline's tenant.
-import { Hono } from 'hono';
-import * as v from 'valibot';
+import { Hono, type MiddlewareHandler } from 'hono';
 import type { AppDeps } from '../app.ts';
 import { tenantOfToken, webhookCredentialHash, type AppEnv } from '../auth.ts';
 import { ApiError, conflict, invalid, notFound } from '../errors.ts';
-import { parseInput, pathId, readJson, UUID } from '../input.ts';
+import { idempotent } from '../idempotency.ts';
+import { endpoints } from '../contract.ts';
+import { pathId, readBody } from '../input.ts';
 import { presentRun } from '../present.ts';
 import { withTransaction } from '../../db/transaction.ts';
 import { one } from '../../store/query.ts';
@@ -15,17 +16,15 @@ import type { PipelineRow } from '../../store/rows.ts';
 import { isPlainObject } from '../../domain/json.ts';
 import { normalizeEvent, startWebhookRuns } from '../../progression/triggers.ts';
 
-// The body may be a whole provider payload (a GitHub push, say): only these fields are read,
-// and `event` and `context` only when they have our shape (a GitHub status event carries a
-// string `context`). asset_id is ours alone and must be an asset id.
-const WebhookBody = v.looseObject({
-  asset_id: v.optional(v.pipe(v.string(), v.regex(UUID, 'must be an asset id (UUID)'))),
-});
+// The event may come from a header; it is part of what an Idempotency-Key stands for.
+const EVENT_HEADERS = ['x-github-event', 'x-gitlab-event', 'x-event'] as const;
+
+type WebhookEnv = AppEnv & { Variables: { pipeline: PipelineRow; triggeredBy: string } };
 
 export function webhookRoutes(deps: AppDeps) {
-  const r = new Hono<AppEnv>();
+  const r = new Hono<WebhookEnv>();
 
-  r.post('/:pipelineId', async (c) => {
+  const authenticate: MiddlewareHandler<WebhookEnv> = async (c, next) => {
     const hash = webhookCredentialHash(c);
     const id = pathId(c, 'pipelineId', 'pipeline');
     let pipeline = await one<PipelineRow>(deps.pool, pipelinesSql.FindPipelineByWebhookToken, [id, hash]);
@@ -37,16 +36,26 @@ export function webhookRoutes(deps: AppDeps) {
       if (!pipeline) throw notFound('pipeline');
       triggeredBy = 'webhook (tenant token)';
     }
-    const body = parseInput(WebhookBody, await readJson(c));
+    c.set('pipeline', pipeline);
+    c.set('triggeredBy', triggeredBy);
+    await next();
+  };
+
+  // An Idempotency-Key belongs to the pipeline's tenant, whichever credential was used.
+  const once = idempotent<WebhookEnv>(deps, { tenantOf: (c) => c.get('pipeline').tenant_id, hashHeaders: EVENT_HEADERS });
+
+  r.post('/:pipelineId', authenticate, once, async (c) => {
+    const pipeline = c.get('pipeline');
+    const triggeredBy = c.get('triggeredBy');
+    const body = await readBody(c, endpoints.triggerWebhook);
     const bodyEvent = typeof body.event === 'string' && body.event.length <= 100 ? body.event : undefined;
     const context = isPlainObject(body.context) ? body.context : {};
-    const raw = bodyEvent ?? c.req.header('x-github-event') ?? c.req.header('x-gitlab-event') ?? c.req.header('x-event') ?? null;
+    const raw = bodyEvent ?? EVENT_HEADERS.map((name) => c.req.header(name)).find((v) => v !== undefined) ?? null;
     const event = raw === null ? null : normalizeEvent(raw);
-    const found = pipeline;
     const outcome = await withTransaction(deps.pool, (tx) =>
-      startWebhookRuns(tx, found, { event, assetId: body.asset_id?.toLowerCase() ?? null, context, triggeredBy }),
+      startWebhookRuns(tx, pipeline, { event, assetId: body.asset_id?.toLowerCase() ?? null, context, triggeredBy }),
     );
-    if (outcome === 'no_trigger') throw conflict('no_webhook_trigger', `Pipeline '${found.name}' has no webhook trigger`);
+    if (outcome === 'no_trigger') throw conflict('no_webhook_trigger', `Pipeline '${pipeline.name}' has no webhook trigger`);
     if (outcome === 'unknown_asset') throw invalid([{ path: 'asset_id', message: 'unknown asset' }]);
     if (outcome.ignored) return c.json({ runs: [], ignored: outcome.ignored }, 202);
     return c.json({ runs: outcome.runs.map((run) => presentRun(run)) }, 201);

@@ -1,0 +1,13 @@
+-- Agent contact at scale (issue 13: 1,000 agents heartbeating every 15 s). Heartbeats and
+-- other contact are recorded in batches (src/api/contacts.ts: one UPDATE … FROM a JSON array
+-- for every contact of a short window), and the agent's health check (the agent_health job,
+-- job_key agent_health:<id>) is pushed forward only when it would fire within half the grace,
+-- not on every contact: with the defaults (heartbeat every 15 s, AGENT_OFFLINE_AFTER 45 s) one
+-- heartbeat in two re-arms it. Measured before: graphile_worker.add_job on every heartbeat
+-- and poll was the largest item of the heartbeats' PostgreSQL CPU.
+--
+-- health_check_at: when the health check armed by the last contact runs (run_at of its job
+-- as the contact that armed it set it; null: none armed by a contact). Written in the same
+-- statement as the job, so a crash never leaves one without the other. A job that is lost
+-- anyway (jobs cleared) is re-armed by the maintenance sweep's safety net, as before.
+ALTER TABLE agents ADD COLUMN health_check_at timestamptz;
