@@ -9,7 +9,6 @@
 import { describe, it, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
@@ -17,6 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import { gunzipSync } from 'node:zlib';
+import { plantedAwsKeys } from './support/secrets.ts';
 import { startHarness, type Harness } from './support/harness.ts';
 import { TestAgent, createAsset, createTenant, startRun, stepsByKey, type Tenant } from './support/fixtures.ts';
 import { startAgentProcess, waitForRun, type AgentProcess } from './support/agent-process.ts';
@@ -36,16 +36,6 @@ let tcpPort: number;
 let tlsPort = 0;
 const servers: (Server | HttpServer)[] = [];
 
-
-function plantedAwsKeys(): { id: string; secret: string } {
-  const upper = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const b64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+';
-  let id = 'AKIA';
-  for (let i = 0; i < 16; i++) id += upper[randomInt(upper.length)];
-  let secret = '';
-  for (let i = 0; i < 40; i++) secret += b64[randomInt(b64.length)];
-  return { id, secret };
-}
 
 /** Every connection to the test's servers, destroyed at the end (a probe may leave one half open). */
 const sockets = new Set<Socket>();

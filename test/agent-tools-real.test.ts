@@ -6,7 +6,6 @@
 import { describe, it, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server } from 'node:net';
@@ -20,6 +19,7 @@ import { runScanStep, type ScanStepResult } from '../src/agent/scan-step.ts';
 import { detectTools, loadToolbox, type Toolbox } from '../src/agent/toolbox.ts';
 import { findExecutable } from '../src/agent/tools/binaries.ts';
 import { ToolError } from '../src/agent/tools/tool.ts';
+import { plantedAwsKeys } from './support/secrets.ts';
 import { freePort } from './support/ports.ts';
 
 const GIT_ENV = { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@example.test', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@example.test' };
@@ -36,17 +36,6 @@ let registryUrl: string;
 const servers: (Server | HttpServer)[] = [];
 let certificate: { key: string; cert: string } | null = null;
 
-
-/** A random AWS key pair of the shape secretlint's preset looks for (never a real one). */
-function plantedAwsKeys(): { id: string; secret: string } {
-  const upper = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const b64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+';
-  let id = 'AKIA';
-  for (let i = 0; i < 16; i++) id += upper[randomInt(upper.length)];
-  let secret = '';
-  for (let i = 0; i < 40; i++) secret += b64[randomInt(b64.length)];
-  return { id, secret };
-}
 
 before(async () => {
   root = mkdtempSync(path.join(tmpdir(), 'scanflow-tools-'));
