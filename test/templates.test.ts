@@ -287,10 +287,10 @@ describe('a copied Full Security Scan runs', () => {
     const steps = stepsByKey(done);
     assert.equal(steps.dast.status, 'completed');
     assert.equal(steps.dast.condition_result, true);
-    for (const k of ['sast', 'sca', 'secrets', 'iac']) {
-      assert.equal(steps[k].status, 'completed', k);
-      assert.ok(new Date(steps.dast.queued_at) >= new Date(steps[k].completed_at), `dast queued before ${k} completed`);
-    }
+    // That dast waited for the other four is shown by the waves above: it was handed out only
+    // after all four had been finished. Their timestamps cannot show it: each is now() of the
+    // transaction that wrote it, and a transaction that began earlier may commit later.
+    for (const k of ['sast', 'sca', 'secrets', 'iac']) assert.equal(steps[k].status, 'completed', k);
     assert.deepEqual([done.completed_steps, done.skipped_steps, done.failed_steps, done.total_findings], [5, 0, 0, 5]);
   });
 });
