@@ -9,119 +9,34 @@
 import { describe, it, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createServer as createTlsServer } from 'node:tls';
-import { gunzipSync } from 'node:zlib';
-import { plantedAwsKeys } from './support/secrets.ts';
+import { GIT_ENV, startScanTargets, type ScanTargets } from './support/scan-targets.ts';
 import { startHarness, type Harness } from './support/harness.ts';
 import { TestAgent, createAsset, createTenant, startRun, stepsByKey, type Tenant } from './support/fixtures.ts';
 import { startAgentProcess, waitForRun, type AgentProcess } from './support/agent-process.ts';
 import { findExecutable } from '../src/agent/tools/binaries.ts';
 
-const GIT_ENV = { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@example.test', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@example.test' };
-const fixture = (name: string) => new URL(`./fixtures/agent/${name}`, import.meta.url);
-
 let h: Harness;
 let t: Tenant;
 let agent: TestAgent;
 let proc: AgentProcess;
+let targets: ScanTargets;
 let root: string;
 let repo: string;
 let pipeline: Record<string, any>;
 let tcpPort: number;
 let tlsPort = 0;
-const servers: (Server | HttpServer)[] = [];
-
-
-/** Every connection to the test's servers, destroyed at the end (a probe may leave one half open). */
-const sockets = new Set<Socket>();
-
-async function listen(server: Server | HttpServer): Promise<number> {
-  servers.push(server);
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as { port: number }).port;
-}
 
 const git = (...args: string[]) => execFileSync('git', args, { cwd: repo, env: GIT_ENV });
-
-// npm audit's registry: the minimist advisory and the two packuments npm needs.
-const ADVISORY = {
-  id: 2, url: 'https://github.com/advisories/GHSA-xvch-5gv4-984h', title: 'Prototype Pollution in minimist', severity: 'critical',
-  vulnerable_versions: '<0.2.4', cwe: ['CWE-1321'], cvss: { score: 9.8, vectorString: 'CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H' },
-};
-const packument = (name: string, versions: [string, Record<string, string>?][], latest: string) => ({
-  name, 'dist-tags': { latest },
-  versions: Object.fromEntries(versions.map(([v, dependencies = {}]) => [v, { name, version: v, dependencies, dist: { tarball: `http://127.0.0.1/${name}-${v}.tgz` } }])),
-});
-const PACKUMENTS: Record<string, unknown> = {
-  minimist: packument('minimist', [['0.0.8'], ['0.2.0'], ['0.2.4'], ['1.2.6']], '1.2.6'),
-  mkdirp: packument('mkdirp', [['0.5.1', { minimist: '0.0.8' }], ['0.5.6', { minimist: '^1.2.6' }]], '0.5.6'),
-};
 
 before(async () => {
   h = await startHarness({ orchestration: { heartbeatIntervalSeconds: 1 } });
   const { url } = await h.listen();
   t = await createTenant(h);
-  root = mkdtempSync(path.join(tmpdir(), 'scanflow-agent-scan-'));
-
-  repo = path.join(root, 'origin');
-  mkdirSync(repo);
-  const keys = plantedAwsKeys();
-  writeFileSync(path.join(repo, 'config.js'), `// deployment settings\nexport const aws = {\n  accessKeyId: "${keys.id}",\n  secretAccessKey: "${keys.secret}",\n};\n`);
-  writeFileSync(path.join(repo, 'app.js'), [
-    "const http = require('http');",
-    'http.createServer((req, res) => {',
-    "  const q = new URL(req.url, 'http://x').searchParams.get('expr');",
-    '  res.end(String(eval(q)));',
-    '}).listen(3000);',
-    '',
-  ].join('\n'));
-  copyFileSync(fixture('npm-audit.package.json'), path.join(repo, 'package.json'));
-  copyFileSync(fixture('npm-audit.package-lock.json'), path.join(repo, 'package-lock.json'));
-  execFileSync('git', ['init', '--quiet', '--initial-branch', 'main', repo], { env: GIT_ENV });
-  git('add', '.');
-  git('commit', '--quiet', '-m', 'app');
-
-  const tcp = createTcpServer((s) => {
-    s.on('error', () => {});
-    s.end('SSH-2.0-OpenSSH_8.9\r\n');
-  });
-  tcpPort = await listen(tcp);
-  if (findExecutable('openssl')) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:1024', '-nodes', '-days', '2', '-subj', '/CN=scanflow-test',
-      '-keyout', path.join(root, 'key.pem'), '-out', path.join(root, 'cert.pem')], { stdio: 'ignore' });
-    const tls = createTlsServer({
-      key: readFileSync(path.join(root, 'key.pem')), cert: readFileSync(path.join(root, 'cert.pem')), minVersion: 'TLSv1', ciphers: 'DEFAULT:@SECLEVEL=0',
-    }, (s) => {
-      s.on('error', () => {});
-      s.end('HTTP/1.0 200 OK\r\n\r\nok');
-    });
-    tls.on('tlsClientError', () => {});
-    tlsPort = await listen(tls);
-  }
-  const registry = createHttpServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    res.setHeader('content-type', 'application/json');
-    if (req.method === 'POST' && req.url?.endsWith('/-/npm/v1/security/advisories/bulk')) {
-      const body = Buffer.concat(chunks);
-      const asked = JSON.parse((req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body).toString()) as Record<string, string[]>;
-      res.end(JSON.stringify(asked.minimist ? { minimist: [ADVISORY] } : {}));
-      return;
-    }
-    const found = PACKUMENTS[decodeURIComponent((req.url ?? '/').slice(1))];
-    res.statusCode = found ? 200 : 404;
-    res.end(JSON.stringify(found ?? {}));
-  });
-  const registryUrl = `http://127.0.0.1:${await listen(registry)}/`;
+  targets = await startScanTargets('scanflow-agent-scan-');
+  ({ root, repo, tcpPort, tlsPort } = targets);
+  const { registryUrl } = targets;
 
   // The template, copied; the port scan pointed at this test's two ports (the template
   // scans nmap's 1,000 most common ones), with a light service probe.
@@ -141,12 +56,8 @@ before(async () => {
 
 after(async () => {
   await proc?.kill();
-  await Promise.all(servers.map((s) => new Promise((r) => {
-    s.close(r);
-    for (const socket of sockets) socket.destroy();
-  })));
   await h?.close();
-  if (root) rmSync(root, { recursive: true, force: true });
+  await targets?.close();
 });
 
 function needs(ctx: TestContext, bin: string, install: string): boolean {

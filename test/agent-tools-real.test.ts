@@ -5,27 +5,18 @@
 // binary is missing is skipped, naming the package to install.
 import { describe, it, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createTcpServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createServer as createTlsServer } from 'node:tls';
-import { gunzipSync } from 'node:zlib';
 import type { Log as SarifLog } from 'sarif';
 import type { Report } from '../src/agent/report.ts';
 import { runScanStep, type ScanStepResult } from '../src/agent/scan-step.ts';
 import { detectTools, loadToolbox, type Toolbox } from '../src/agent/toolbox.ts';
 import { findExecutable } from '../src/agent/tools/binaries.ts';
 import { ToolError } from '../src/agent/tools/tool.ts';
-import { plantedAwsKeys } from './support/secrets.ts';
+import { startScanTargets, type ScanTargets } from './support/scan-targets.ts';
 import { freePort } from './support/ports.ts';
 
-const GIT_ENV = { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@example.test', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@example.test' };
-const fixture = (name: string) => new URL(`./fixtures/agent/${name}`, import.meta.url);
-
-let root: string;
+let targets: ScanTargets;
 let workRoot: string;
 let repo: string;
 let toolbox: Toolbox;
@@ -33,95 +24,18 @@ let tcpPort: number;
 let tlsPort: number;
 let closedPort: number;
 let registryUrl: string;
-const servers: (Server | HttpServer)[] = [];
-let certificate: { key: string; cert: string } | null = null;
-
 
 before(async () => {
-  root = mkdtempSync(path.join(tmpdir(), 'scanflow-tools-'));
-  workRoot = path.join(root, 'work');
-  repo = path.join(root, 'origin');
-  mkdirSync(repo);
-  const keys = plantedAwsKeys();
-  writeFileSync(path.join(repo, 'config.js'), `// deployment settings\nexport const aws = {\n  accessKeyId: "${keys.id}",\n  secretAccessKey: "${keys.secret}",\n};\n`);
-  writeFileSync(path.join(repo, 'app.js'), [
-    "const http = require('http');",
-    'http.createServer((req, res) => {',
-    "  const q = new URL(req.url, 'http://x').searchParams.get('expr');",
-    '  res.end(String(eval(q)));',
-    '}).listen(3000);',
-    '',
-  ].join('\n'));
-  writeFileSync(path.join(repo, 'handler.ts'), 'type Q = { expr: string };\nexport function run(q: Q): unknown {\n  return eval(q.expr);\n}\n');
-  writeFileSync(path.join(repo, 'copy.c'), '#include <string.h>\nvoid copy(char *in) {\n  char buf[16];\n  strcpy(buf, in);\n}\n');
-  copyFileSync(fixture('npm-audit.package.json'), path.join(repo, 'package.json'));
-  copyFileSync(fixture('npm-audit.package-lock.json'), path.join(repo, 'package-lock.json'));
-  execFileSync('git', ['init', '--quiet', '--initial-branch', 'main', repo], { env: GIT_ENV });
-  execFileSync('git', ['add', '.'], { cwd: repo, env: GIT_ENV });
-  execFileSync('git', ['commit', '--quiet', '-m', 'app'], { cwd: repo, env: GIT_ENV });
-
+  targets = await startScanTargets('scanflow-tools-', { moreSources: true });
+  ({ repo, tcpPort, tlsPort, registryUrl } = targets);
+  workRoot = path.join(targets.root, 'work');
   toolbox = await loadToolbox();
-
-  // A TCP service with a banner, and a TLS server with a weak, self-signed certificate.
-  const tcp = createTcpServer((s) => {
-    s.on('error', () => {});
-    s.end('SSH-2.0-OpenSSH_8.9\r\n');
-  });
-  tcpPort = await listen(tcp);
-  if (findExecutable('openssl')) {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:1024', '-nodes', '-days', '2', '-subj', '/CN=scanflow-test',
-      '-keyout', path.join(root, 'key.pem'), '-out', path.join(root, 'cert.pem')], { stdio: 'ignore' });
-    certificate = { key: readFileSync(path.join(root, 'key.pem'), 'utf8'), cert: readFileSync(path.join(root, 'cert.pem'), 'utf8') };
-    const tls = createTlsServer({ ...certificate, minVersion: 'TLSv1', ciphers: 'DEFAULT:@SECLEVEL=0' }, (s) => {
-      s.on('error', () => {});
-      s.end('HTTP/1.0 200 OK\r\n\r\nok');
-    });
-    tls.on('tlsClientError', () => {});
-    tlsPort = await listen(tls);
-  }
   closedPort = await freePort();
-
-  // The registry npm audit talks to: advisories for minimist, the two packuments they need.
-  const registry = createHttpServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    res.setHeader('content-type', 'application/json');
-    if (req.method === 'POST' && req.url?.endsWith('/-/npm/v1/security/advisories/bulk')) {
-      const body = Buffer.concat(chunks);
-      const asked = JSON.parse((req.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body).toString()) as Record<string, string[]>;
-      res.end(JSON.stringify(asked.minimist ? { minimist: [ADVISORY] } : {}));
-      return;
-    }
-    const packument = PACKUMENTS[decodeURIComponent((req.url ?? '/').slice(1))];
-    res.statusCode = packument ? 200 : 404;
-    res.end(JSON.stringify(packument ?? {}));
-  });
-  registryUrl = `http://127.0.0.1:${await listen(registry)}/`;
 });
 
 after(async () => {
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  rmSync(root, { recursive: true, force: true });
+  await targets?.close();
 });
-
-async function listen(server: Server | HttpServer): Promise<number> {
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as { port: number }).port;
-}
-
-const ADVISORY = {
-  id: 2, url: 'https://github.com/advisories/GHSA-xvch-5gv4-984h', title: 'Prototype Pollution in minimist', severity: 'critical',
-  vulnerable_versions: '<0.2.4', cwe: ['CWE-1321'], cvss: { score: 9.8, vectorString: 'CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H' },
-};
-const packument = (name: string, versions: [string, Record<string, string>?][], latest: string) => ({
-  name, 'dist-tags': { latest },
-  versions: Object.fromEntries(versions.map(([v, dependencies = {}]) => [v, { name, version: v, dependencies, dist: { tarball: `http://127.0.0.1/${name}-${v}.tgz` } }])),
-});
-const PACKUMENTS: Record<string, unknown> = {
-  minimist: packument('minimist', [['0.0.8'], ['0.2.0'], ['0.2.4'], ['1.2.6']], '1.2.6'),
-  mkdirp: packument('mkdirp', [['0.5.1', { minimist: '0.0.8' }], ['0.5.6', { minimist: '^1.2.6' }]], '0.5.6'),
-};
 
 /** Skips the test (naming the package to install) when a binary is missing. */
 function needs(t: TestContext, bin: string, install: string): boolean {
@@ -250,7 +164,7 @@ describe('detect', () => {
     }
     assert.ok(detections.find((d) => d.tool === 'secretlint')?.available, 'npm tools come with npm install');
     const saved = process.env.PATH;
-    process.env.PATH = path.join(root, 'empty-path');
+    process.env.PATH = path.join(targets.root, 'empty-path');
     try {
       const missing = await toolbox.get('nmap')!.detect();
       assert.deepEqual(missing, { tool: 'nmap', available: false, reason: 'nmap is not on PATH', install: 'apt-get install -y nmap' });
@@ -265,7 +179,7 @@ describe('failures as error codes', () => {
   it('an unknown tool, a bad option, a tool missing on this host', async () => {
     await assert.rejects(scan('semgrep', repoAsset()), (e: ToolError) => e.code === 'tool_unknown' && /no tool semgrep/.test(e.message));
     await assert.rejects(scan('eslint', repoAsset(), { step_config: { fix: true } }), (e: ToolError) => e.code === 'invalid_config' && /step_config\.fix is not an option of eslint/.test(e.message));
-    const file = path.join(root, 'tools.yaml');
+    const file = path.join(targets.root, 'tools.yaml');
     writeFileSync(file, '- {name: trivy, command: [scanflow-no-such-trivy, fs, --format, sarif, "{target}"], output: sarif}\n');
     const box = await loadToolbox({ toolsFile: file });
     await assert.rejects(
@@ -275,7 +189,7 @@ describe('failures as error codes', () => {
   });
 
   it('a tools-file tool gets {host} and {port} and its report is passed through', async () => {
-    const file = path.join(root, 'tools-report.yaml');
+    const file = path.join(targets.root, 'tools-report.yaml');
     const script = 'const [h, p] = process.argv.slice(1); console.log(JSON.stringify({ version: "1.0", tool: { name: "probe" }, findings: [{ type: "misconfiguration", title: `probe ${h}:${p}`, severity: "info" }] }))';
     writeFileSync(file, `- name: probe\n  command: [${JSON.stringify(process.execPath)}, -e, ${JSON.stringify(script)}, "{host}", "{port}"]\n  output: report\n`);
     const box = await loadToolbox({ toolsFile: file });
@@ -284,7 +198,7 @@ describe('failures as error codes', () => {
   });
 
   it('the step\'s timeout kills the tool (timeout); a cancel stops it (cancelled)', async () => {
-    const file = path.join(root, 'tools-slow.yaml');
+    const file = path.join(targets.root, 'tools-slow.yaml');
     writeFileSync(file, '- {name: slow, command: [sleep, "300"], output: text}\n- {name: slower, command: [sleep, "300"], output: text, timeout: 1s}\n');
     const box = await loadToolbox({ toolsFile: file });
     const started = Date.now();
