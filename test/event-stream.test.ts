@@ -13,6 +13,7 @@ import { createTenant, type Tenant } from './support/fixtures.ts';
 import { createApp } from '../src/api/app.ts';
 import { EventStream } from '../src/api/event-stream.ts';
 import { hashToken } from '../src/api/auth.ts';
+import { createPool } from '../src/db/pool.ts';
 
 let h: Harness;
 let base: string;
@@ -133,7 +134,7 @@ const streamUrl = (b = base, query = '') => `${b}/api/v1/events/stream${query}`;
  * heartbeat every 100 ms (15 s by default).
  */
 async function secondProcess(): Promise<{ stream: EventStream; base: string }> {
-  const pool = new pg.Pool({ connectionString: h.db.url, max: 5 });
+  const pool = createPool(h.db.url, 5);
   const stream = new EventStream(h.db.url, pool, pino({ level: 'silent' }), { heartbeatMs: 100 });
   await stream.start();
   const app = createApp({

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { createPool } from '../src/db/pool.ts';
 import { findingsApiSql } from '../src/store/queries.ts';
 import { fillHistory } from './support/history.ts';
 import { hotStatements, planProblems, putWorkInFlight, type HotIds, type HotStatement } from './support/hot-plans.ts';
@@ -22,7 +23,7 @@ let ids: HotIds;
 
 before(async () => {
   db = await createTestDatabase();
-  pool = new pg.Pool({ connectionString: db.url, max: 3 });
+  pool = createPool(db.url, 3);
   const tenantId = (await pool.query<{ id: string }>(`INSERT INTO tenants (name) VALUES ('plans') RETURNING id`)).rows[0].id;
   await fillHistory(pool, { runs: 12_000, sightings: 60_000, outputBytes: 1 << 20, tenantId, tenants: 4, share: 25 });
   const one = async <T extends Record<string, any>>(q: string, v: unknown[] = []) => (await pool.query<T>(q, v)).rows[0];
