@@ -34,7 +34,12 @@ import { fillHistory, type HistoryReport } from './support/history.ts';
 import { syntheticSarif } from './support/synthetic-sarif.ts';
 
 type Figure = { what: string; stat: 'p50' | 'p95' | 'p99'; ms: number };
-type Measured = { load: number[]; figures: Figure[]; summaries: Record<string, Summary>; handoff: Record<string, unknown>; io: IoPerRun };
+type Measured = {
+  load: number[]; figures: Figure[]; summaries: Record<string, Summary>; handoff: Record<string, unknown>; io: IoPerRun;
+  inDatabase: PageStatement[];
+};
+/** A list page's own statements (run once per call), with their mean execution time inside the database. */
+type PageStatement = { key: string; label: string; statements: number; ms: number };
 
 const ALLOWED = 1.2; // filled ≤ empty × 1.2
 
@@ -58,7 +63,9 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
     // Commit timestamps time the advance's transaction (a restart of the embedded server).
-    const scratch = await scratchDatabase('scanflow_history', { serverSettings: { track_commit_timestamp: 'on' }, progress });
+    // pg_stat_statements times each list page's statements inside the database (the same
+    // restart).
+    const scratch = await scratchDatabase('scanflow_history', { serverSettings: { track_commit_timestamp: 'on' }, preloadStatements: true, progress });
     cleanups.push(scratch.drop);
     const adminToken = randomBytes(24).toString('base64url');
     const config = loadConfig({ ...process.env, DATABASE_URL: scratch.url, PORT: '0', ADMIN_TOKEN: adminToken, LOG_LEVEL: 'warn' });
@@ -70,6 +77,10 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
     cleanups.push(() => db.end());
     await findPostmaster(db);
     const commitTimes = (await db.query<{ on: string }>(`SELECT current_setting('track_commit_timestamp') AS on`)).rows[0].on === 'on';
+    const statementTimes = await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements').then(() => true, (err) => {
+      progress(`scale-history: pg_stat_statements is not available (${String(err)}): no in-database times`);
+      return false;
+    });
 
     // --- setup over HTTP ----------------------------------------------------------------
     const created = ok(await call<{ tenant: { id: string }; token: string }>(base, 'POST', '/api/v1/tenants', { token: adminToken, body: { name: 'bench' } }), 'create tenant');
@@ -203,13 +214,34 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
         s.advance = summarize(rows.map((r) => Number(r.ms)));
         progress(`scale-history:   advance transaction: p50 ${f1(s.advance.p50)} ms (${s.advance.n})`);
       }
-      s.runs = await timed('run list', page('/api/v1/pipeline-runs', (b) => b.items.length > 0), CALLS);
-      s.runs_failed = await timed('run list, status=failed', page('/api/v1/pipeline-runs?status=failed', (b) => Array.isArray(b.items)), CALLS);
-      s.runs_pipeline = await timed('run list, one pipeline', page(`/api/v1/pipeline-runs?pipeline_id=${chainId}`, (b) => b.items.length > 0), CALLS);
-      s.findings = await timed('findings list', page('/api/v1/findings', (b) => b.items.length > 0), CALLS);
-      s.findings_filtered = await timed('findings list, open and high', page('/api/v1/findings?status=open&severity=high', (b) => Array.isArray(b.items)), CALLS);
-      s.findings_severity = await timed('findings list by severity', page('/api/v1/findings?sort=severity', (b) => b.items.length > 0), CALLS);
-      s.run_findings = await timed(`run's findings (${RUN_FINDINGS} findings)`, page(`/api/v1/pipeline-runs/${bigRun.id}/findings`, (b) => b.items.length > 0), CALLS);
+      // The pages in rounds, each page once a round, so that whatever else the machine does
+      // while they are measured weighs on all of them alike; pg_stat_statements meanwhile
+      // times their statements inside the database.
+      const pages: [key: string, label: string, f: () => Promise<number>][] = [
+        ['runs', 'run list', page('/api/v1/pipeline-runs', (b) => b.items.length > 0)],
+        ['runs_failed', 'run list, status=failed', page('/api/v1/pipeline-runs?status=failed', (b) => Array.isArray(b.items))],
+        // The pipeline of the failed runs: its 60 runs are the same on both databases (the chain
+        // pipeline's grow by each measurement's handoffs, and its list with them).
+        ['runs_pipeline', 'run list, one pipeline', page(`/api/v1/pipeline-runs?pipeline_id=${failId}`, (b) => b.items.length > 0)],
+        ['findings', 'findings list', page('/api/v1/findings', (b) => b.items.length > 0)],
+        ['findings_filtered', 'findings list, open and high', page('/api/v1/findings?status=open&severity=high', (b) => Array.isArray(b.items))],
+        ['findings_severity', 'findings list by severity', page('/api/v1/findings?sort=severity', (b) => b.items.length > 0)],
+        ['run_findings', `run's findings (${RUN_FINDINGS} findings)`, page(`/api/v1/pipeline-runs/${bigRun.id}/findings`, (b) => b.items.length > 0)],
+      ];
+      const PAGE_WARMUP = 3;
+      const pageMs = new Map<string, number[]>(pages.map(([key]) => [key, []]));
+      if (statementTimes) await db.query('SELECT pg_stat_statements_reset()');
+      for (let round = 0; round < PAGE_WARMUP + CALLS; round++) {
+        for (const [key, , f] of pages) {
+          const ms = await f();
+          if (round >= PAGE_WARMUP) pageMs.get(key)!.push(ms);
+        }
+      }
+      for (const [key, label] of pages) {
+        s[key] = summarize(pageMs.get(key)!);
+        progress(`scale-history:   ${label}: p50 ${f1(s[key].p50)} ms`);
+      }
+      const inDatabase = statementTimes ? await pageStatements(db, pages, PAGE_WARMUP + CALLS) : [];
       if (historyRun) {
         s.run_findings_small = await timed(`run's findings (a run of the history)`, page(`/api/v1/pipeline-runs/${historyRun}/findings`, (b) => b.items.length > 0), CALLS);
       }
@@ -227,11 +259,15 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
         { what: 'findings list by severity', stat: 'p50', ms: s.findings_severity.p50 },
         { what: `run's findings (${RUN_FINDINGS})`, stat: 'p50', ms: s.run_findings.p50 },
       ];
-      return { load, figures, summaries: s, handoff: handoffReport(h, 10), io };
+      return { load, figures, summaries: s, handoff: handoffReport(h, 10), io, inDatabase };
     };
 
     // Each measurement starts just after a checkpoint (the first change to each page after one
     // writes the whole page to the WAL: both start from the same point).
+    // Statistics as autovacuum would keep them, as for the filled database (history.ts ends
+    // with VACUUM ANALYZE): measured right after the 50,000-finding ingest, with the statistics
+    // of before it, the open + high findings page and the big run's findings took 35-50 ms.
+    await db.query('VACUUM ANALYZE');
     await db.query('CHECKPOINT');
     const empty = await measure('empty');
 
@@ -279,6 +315,17 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
     if (filled.summaries.run_findings_small) {
       out(`     run's findings, a run of the history p50 ${f1(filled.summaries.run_findings_small.p50).padStart(21)}`);
     }
+    const inDatabase = empty.inDatabase.flatMap((e) => {
+      const f = filled.inDatabase.find((x) => x.key === e.key);
+      return f ? [{ what: e.label, statements: e.statements, empty_ms: r2(e.ms), filled_ms: r2(f.ms), ratio: r2(f.ms / e.ms) }] : [];
+    });
+    if (inDatabase.length > 0) {
+      out('   the same pages inside the database: their own statements\' mean execution time (pg_stat_statements)');
+      out('                                              empty ms   filled ms   ratio   within +20 %');
+      for (const r of inDatabase) {
+        out(`     ${r.what.padEnd(40)} ${r.empty_ms.toFixed(2).padStart(9)} ${r.filled_ms.toFixed(2).padStart(11)} ${r.ratio.toFixed(2).padStart(7)}   ${r.ratio <= ALLOWED ? '✔' : '✘'}`);
+      }
+    }
     return {
       problems,
       report: {
@@ -290,6 +337,7 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
         filled_ms: Object.fromEntries(Object.entries(filled.summaries).map(([k, v]) => [k, mapSummary(v)])),
         handoff: { empty: empty.handoff, filled: filled.handoff },
         per_handoff_io: { empty: empty.io, filled: filled.io },
+        pages_in_database: inDatabase,
         targets: { within_20_pct: rows.every((r) => r.pass) },
       },
     };
@@ -335,4 +383,35 @@ function ioDelta(a: IoCounters, b: IoCounters, runs: number): IoPerRun {
     walBytes: (b.walBytes - a.walBytes) / runs, fpi: (b.fpi - a.fpi) / runs,
     blocksRead: (b.blocksRead - a.blocksRead) / runs, blocks: (b.blocks - a.blocks) / runs,
   };
+}
+
+type StatementStats = Map<string, { calls: number; total_ms: number }>;
+
+async function statementStats(db: import('pg').Pool): Promise<StatementStats> {
+  const { rows } = await db.query<{ queryid: string; calls: number; total_ms: number }>(`
+    SELECT queryid::text, calls::int, total_exec_time AS total_ms FROM pg_stat_statements
+    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel`);
+  return new Map(rows.map((r) => [r.queryid, { calls: r.calls, total_ms: r.total_ms }]));
+}
+
+/**
+ * Each page's own statements and their mean execution time over the rounds (pg_stat_statements
+ * reset before them). A page's own statements are those one more call of it alone runs once
+ * more that ran `rounds` times in the rounds: its list, not the per-request lookups every page
+ * shares.
+ */
+async function pageStatements(
+  db: import('pg').Pool, pages: [key: string, label: string, f: () => Promise<number>][], rounds: number,
+): Promise<PageStatement[]> {
+  const inRounds = await statementStats(db);
+  let before = inRounds;
+  const result: PageStatement[] = [];
+  for (const [key, label, f] of pages) {
+    await f();
+    const after = await statementStats(db);
+    const own = [...after].filter(([id, a]) => inRounds.get(id)?.calls === rounds && a.calls === (before.get(id)?.calls ?? 0) + 1);
+    result.push({ key, label, statements: own.length, ms: own.reduce((sum, [id]) => sum + inRounds.get(id)!.total_ms / rounds, 0) });
+    before = after;
+  }
+  return result;
 }
