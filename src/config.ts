@@ -2,6 +2,7 @@
 // the process with the variable's name.
 import * as v from 'valibot';
 import { parseDuration, DURATION_HINT } from './domain/durations.ts';
+import type { PrivateNetworks } from './domain/destinations.ts';
 
 const Duration = v.pipe(
   v.string(),
@@ -59,6 +60,7 @@ const EnvSchema = v.object({
   PUBLIC_URL: v.optional(v.pipe(v.string(), v.regex(/^https?:\/\/[^/]/, 'must be an http:// or https:// URL'))),
   DELIVERY_TIMEOUT: v.optional(v.pipe(Duration, v.minValue(1, 'must be at least 1s'), v.maxValue(300, 'must be at most 5m')), '10s'),
   DELIVERY_CONCURRENCY: v.optional(Int(1, 1000), '10'),
+  DELIVERY_PRIVATE_NETWORKS: v.optional(v.picklist(['allow', 'deny'], 'must be allow or deny'), 'allow'),
 });
 
 /** SECRETS_KEY's 32 bytes: 64 hex digits or base64 (standard or URL-safe). */
@@ -158,6 +160,12 @@ export type DeliveryConfig = {
    * generated on first use and stored in the database (src/delivery/secrets.ts).
    */
   secretsKey: Buffer | null;
+  /**
+   * Whether webhook and Slack channels may reach loopback and private addresses
+   * (DELIVERY_PRIVATE_NETWORKS); link-local, multicast and unspecified ones never
+   * (domain/destinations.ts).
+   */
+  privateNetworks: PrivateNetworks;
 };
 
 export const DEFAULT_DELIVERY: DeliveryConfig = {
@@ -167,6 +175,7 @@ export const DEFAULT_DELIVERY: DeliveryConfig = {
   smtpFrom: 'scanflow@localhost',
   publicUrl: 'http://127.0.0.1:8080',
   secretsKey: null,
+  privateNetworks: 'allow',
 };
 
 export const DEFAULT_ORCHESTRATION: OrchestrationConfig = {
@@ -235,6 +244,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         smtpFrom: e.SMTP_FROM ?? DEFAULT_DELIVERY.smtpFrom,
         publicUrl: (e.PUBLIC_URL ?? `http://${e.HOST === '0.0.0.0' ? '127.0.0.1' : e.HOST}:${e.PORT}`).replace(/\/+$/, ''),
         secretsKey: e.SECRETS_KEY ?? null,
+        privateNetworks: e.DELIVERY_PRIVATE_NETWORKS,
       },
     },
   };

@@ -58,6 +58,12 @@ describe('creating a channel', () => {
       [{ name: 'x', type: 'webhook', url: 'ftp://example.com/x' }, 'url', /http:\/\/ or https:\/\//],
       [{ name: 'x', type: 'webhook', url: 'file:///etc/passwd' }, 'url', /http:\/\/ or https:\/\//],
       [{ name: 'x', type: 'webhook', url: 'not a url' }, 'url', /absolute/],
+      // Where clouds serve instance credentials, however the address is written.
+      [{ name: 'x', type: 'webhook', url: 'http://169.254.169.254/latest/meta-data/' }, 'url', /must not point at 169\.254\.169\.254 \(a link-local/],
+      [{ name: 'x', type: 'webhook', url: 'http://2852039166/' }, 'url', /link-local/],
+      [{ name: 'x', type: 'slack', url: 'http://[::ffff:169.254.169.254]/' }, 'url', /link-local/],
+      [{ name: 'x', type: 'webhook', url: 'http://[fe80::1]:8080/' }, 'url', /link-local/],
+      [{ name: 'x', type: 'webhook', url: 'http://0.0.0.0:8080/' }, 'url', /unspecified/],
       [{ name: 'x', type: 'webhook' }, 'url', /required/],
       [{ name: 'x', type: 'slack', to: ['a@example.com'] }, 'url', /required/],
       [{ name: 'x', type: 'email', url: 'https://example.com' }, 'to', /required/],

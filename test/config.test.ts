@@ -95,11 +95,11 @@ describe('loadConfig reads the environment', () => {
     const hex = 'ab'.repeat(32);
     const c = loadConfig({
       DELIVERY_TIMEOUT: '30s', DELIVERY_CONCURRENCY: '4', SMTP_URL: 'smtp://mail.example:25', SMTP_FROM: 'scans@example.com',
-      PUBLIC_URL: 'https://scanflow.example/', SECRETS_KEY: hex,
+      PUBLIC_URL: 'https://scanflow.example/', SECRETS_KEY: hex, DELIVERY_PRIVATE_NETWORKS: 'deny',
     }).orchestration.delivery;
     assert.deepEqual({ ...c, secretsKey: c.secretsKey?.toString('hex') }, {
       timeoutSeconds: 30, concurrency: 4, smtpUrl: 'smtp://mail.example:25', smtpFrom: 'scans@example.com',
-      publicUrl: 'https://scanflow.example', secretsKey: hex,
+      publicUrl: 'https://scanflow.example', secretsKey: hex, privateNetworks: 'deny',
     });
     const b64 = Buffer.alloc(32, 9).toString('base64');
     assert.equal(loadConfig({ SECRETS_KEY: b64 }).orchestration.delivery.secretsKey?.toString('base64'), b64);
@@ -136,6 +136,7 @@ describe('loadConfig errors name the variable', () => {
     [{ COMMAND_RETENTION: '3600' }, 'COMMAND_RETENTION'],
     [{ DELIVERY_RETENTION: 'never' }, 'DELIVERY_RETENTION'],
     [{ INGEST_MAX_BYTES: '50MB' }, 'INGEST_MAX_BYTES'],
+    [{ DELIVERY_PRIVATE_NETWORKS: 'no' }, 'DELIVERY_PRIVATE_NETWORKS'],
     [{ INGEST_MAX_BYTES: '1000' }, 'INGEST_MAX_BYTES'],
     [{ DATABASE_URL: 'mysql://x/y' }, 'DATABASE_URL'],
     [{ WORKER_CONCURRENCY: '0' }, 'WORKER_CONCURRENCY'],

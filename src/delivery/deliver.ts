@@ -99,10 +99,10 @@ async function send(d: ClaimedDelivery, notice: Notice, config: DeliveryConfig, 
     case 'webhook': {
       const body = JSON.stringify(webhookPayload(notice));
       const headers = webhookHeaders(messageId(d.id), Math.floor(Date.now() / 1000), body, secrets);
-      return postJson(d.url!, body, headers, timeoutMs);
+      return postJson(d.url!, body, headers, timeoutMs, config.privateNetworks);
     }
     case 'slack':
-      return postJson(d.url!, JSON.stringify(slackMessage(notice)), {}, timeoutMs);
+      return postJson(d.url!, JSON.stringify(slackMessage(notice)), {}, timeoutMs, config.privateNetworks);
     case 'email': {
       const mail = emailMessage(notice);
       return sendMail(config.smtpUrl, {

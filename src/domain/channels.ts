@@ -2,6 +2,7 @@
 // wants, and when a failed delivery is tried again. Pure: no I/O.
 import * as v from 'valibot';
 import { SEVERITIES } from './findings/model.ts';
+import { literalAddress, refusedKind } from './destinations.ts';
 
 /** Every event type the events table holds (migrations/0009_channels.sql CHECK). */
 export const EVENT_TYPES = [
@@ -45,7 +46,10 @@ const EventPattern = v.pipe(
 );
 export const EventPatterns = v.pipe(v.array(EventPattern), v.maxLength(50, 'at most 50 patterns'));
 
-/** Only http and https: a channel URL never reaches file:, data: or anything else. */
+/**
+ * Only http and https: a channel URL never reaches file:, data: or anything else; nor an
+ * address deliveries never go to (domain/destinations.ts).
+ */
 export function urlProblem(url: string): string | null {
   let parsed: URL;
   try {
@@ -55,7 +59,11 @@ export function urlProblem(url: string): string | null {
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return `must be http:// or https://, not ${parsed.protocol}//`;
   if (!parsed.hostname) return 'must name a host';
-  return null;
+  // A link-local, multicast or unspecified address written in the URL is refused here; names
+  // are checked where the request is made, against what they resolve to (delivery/transport.ts).
+  const literal = literalAddress(parsed.hostname);
+  const kind = literal ? refusedKind(literal, 'allow') : null;
+  return kind ? `must not point at ${literal} (${kind})` : null;
 }
 
 const ChannelUrl = v.pipe(
