@@ -42,10 +42,13 @@ WHERE id = $1 AND command_id = $2 AND status IN ('queued', 'running');
 
 -- name: ScheduleStepRetry :exec
 -- A failed attempt with attempts left waits $5 seconds in 'queued'; an advance is
--- scheduled for that moment, when the retry's command is created.
+-- scheduled for that moment, when the retry's command is created. An attempt lost with its
+-- agent ($6) adds the attempt it takes (max_attempts) and counts as such (agent_retries).
 WITH step AS (
   UPDATE step_runs
   SET status = 'queued', retry_at = now() + make_interval(secs => $5), error_code = $3, error_message = $4,
+      max_attempts = max_attempts + CASE WHEN $6::boolean THEN 1 ELSE 0 END,
+      agent_retries = agent_retries + CASE WHEN $6::boolean THEN 1 ELSE 0 END,
       updated_at = now()
   WHERE id = $1 AND command_id = $2 AND status IN ('queued', 'running') AND retry_at IS NULL
   RETURNING id, pipeline_run_id, retry_at
@@ -80,6 +83,6 @@ UPDATE step_runs s
 SET status = 'pending', condition_evaluated = false, condition_result = NULL, skip_reason = NULL,
     retry_at = NULL, error_code = NULL, error_message = NULL, findings_count = 0, output = '{}',
     queued_at = NULL, started_at = NULL, completed_at = NULL, agent_id = NULL,
-    max_attempts = s.attempt + d.max_retries + 1, updated_at = now()
+    max_attempts = s.attempt + d.max_retries + 1, agent_retries = 0, updated_at = now()
 FROM pipeline_steps d
 WHERE d.id = s.step_id AND s.pipeline_run_id = $1 AND s.id = ANY ($2::uuid[]);

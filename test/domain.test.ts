@@ -9,7 +9,7 @@ import {
   assetScope, evaluateCondition, expressionProblem, type Condition, type ConditionScope,
 } from '../src/domain/conditions.ts';
 import { findCycle, validatePipeline, type PipelineDoc } from '../src/domain/pipeline.ts';
-import { planAdvance, type Action, type AdvanceInput, type StepState } from '../src/domain/progression.ts';
+import { AGENT_RETRIES, planAdvance, type Action, type AdvanceInput, type StepState } from '../src/domain/progression.ts';
 
 const FULL_SECURITY_SCAN = JSON.parse(
   readFileSync(new URL('./fixtures/full-security-scan.json', import.meta.url), 'utf8'),
@@ -557,7 +557,7 @@ const NOW = new Date('2024-06-01T12:00:00Z');
 function st(key: string, o: Partial<StepState> = {}): StepState {
   return {
     id: `id-${key}`, step_key: key, step_order: 1, status: 'pending', depends_on: [], condition: null,
-    condition_evaluated: false, condition_result: null, attempt: 0, max_attempts: 1, retry_at: null,
+    condition_evaluated: false, condition_result: null, attempt: 0, max_attempts: 1, agent_retries: 0, retry_at: null,
     retry_delay_seconds: 60, command_id: null, command_status: null, command_result: null, command_error_code: null,
     command_error_message: null, command_agent_id: null, findings_count: 0, output: {}, error_message: null, skip_reason: null, ...o,
   };
@@ -637,8 +637,36 @@ describe('planAdvance', () => {
     ];
     const actions = plan(steps);
     assert.deepEqual(actions, [
-      { kind: 'retry', stepId: 'id-a', commandId: 'c-1', errorCode: 'agent_error', errorMessage: 'semgrep crashed', delaySeconds: 90 },
+      { kind: 'retry', stepId: 'id-a', commandId: 'c-1', errorCode: 'agent_error', errorMessage: 'semgrep crashed', delaySeconds: 90, agentGone: false },
     ]);
+  });
+
+  it('an attempt lost with its agent is tried again at once without spending a retry, up to AGENT_RETRIES times', () => {
+    for (const code of ['agent_lost', 'agent_shutdown']) {
+      // No retries at all (max_attempts 1): the lost attempt is given back.
+      const lost = st('a', { status: 'running', attempt: 1, max_attempts: 1, retry_delay_seconds: 90, command_id: 'c-1', command_status: 'failed',
+        command_error_code: code, command_error_message: 'gone' });
+      assert.deepEqual(plan([lost]), [
+        { kind: 'retry', stepId: 'id-a', commandId: 'c-1', errorCode: code, errorMessage: 'gone', delaySeconds: 0, agentGone: true },
+      ], code);
+      // A queued step (claimed, then its agent stopped before it started) is dispatched in the same advance.
+      const queued = plan([{ ...lost, status: 'queued' }]);
+      assert.deepEqual(queued.map((a) => a.kind), ['retry', 'dispatch'], code);
+      assert.equal((queued[1] as Extract<Action, { kind: 'dispatch' }>).attempt, 2);
+      // The last free one given, a lost attempt is a failure like any other: retried while
+      // the step has retries, failed when it has none.
+      const spent = { ...lost, agent_retries: AGENT_RETRIES, attempt: 4, max_attempts: 4 };
+      assert.deepEqual(plan([spent]).map((a) => a.kind), ['fail', 'finish'], code);
+      assert.deepEqual(plan([{ ...spent, max_attempts: 5 }]), [
+        { kind: 'retry', stepId: 'id-a', commandId: 'c-1', errorCode: code, errorMessage: 'gone', delaySeconds: 90, agentGone: false },
+      ], code);
+    }
+    // Only a failure with those codes: the tool's own failure, a timeout or an expiry spends the step's retries.
+    for (const o of [{ command_status: 'failed', command_error_code: 'tool_error' }, { command_status: 'failed', command_error_code: 'timeout' },
+      { command_status: 'expired', command_error_code: 'agent_lost' }, { command_status: 'cancelled', command_error_code: 'agent_shutdown' }]) {
+      const actions = plan([st('a', { status: 'running', attempt: 1, max_attempts: 1, command_id: 'c-1', ...o })]);
+      assert.equal(actions[0].kind, 'fail', JSON.stringify(o));
+    }
   });
 
   it('an expired command on its last attempt fails the step as timeout, and the run fails', () => {

@@ -3,6 +3,7 @@
 // moving timestamps and job run_at in the database; nobody sleeps.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { AGENT_RETRIES } from '../src/domain/progression.ts';
 import { startHarness, type Harness } from './support/harness.ts';
 import {
   TestAgent, createPipeline, createTenant, getRun, passCommandDeadline, passRetryDelays, runEvents, silenceAgent, startRun,
@@ -208,7 +209,7 @@ describe('timeouts', () => {
 });
 
 describe('lost agents', () => {
-  it('a silent agent goes offline, its acknowledged command fails as agent_lost and another agent gets the retry', async () => {
+  it('a silent agent goes offline, its acknowledged command fails as agent_lost and another agent gets the retry at once, which spends none of the step\'s retries', async () => {
     const tenant = await createTenant(h);
     const pipeline = await createPipeline(h, tenant, { name: 'lost', steps: [step('a', { max_retries: 1 })] });
     const lost = await TestAgent.create(h, tenant, { tools: ['tool-a'] });
@@ -226,10 +227,10 @@ describe('lost agents', () => {
     const [c1] = await commandsOf(run.id);
     assert.deepEqual([c1.status, c1.error_code], ['failed', 'agent_lost']);
     const a = (await stepsOf(tenant, run.id)).a;
-    assert.deepEqual([a.status, a.attempt, a.error_code], ['queued', 1, 'agent_lost']);
-    assert.ok(a.retry_at);
+    // Dispatched again at once (no retry delay), and the lost attempt is added: the step's
+    // one retry is still there.
+    assert.deepEqual([a.status, a.attempt, a.max_attempts, a.error_code], ['queued', 2, 3, 'agent_lost']);
 
-    await passRetryDelays(h, run.id);
     const second = await onlyCommand(rescuer, 'a');
     assert.equal(second.payload.attempt, 2);
     assert.notEqual(second.id, first.id);
@@ -252,24 +253,29 @@ describe('lost agents', () => {
     assert.deepEqual((await commandsOf(run.id)).map((c) => [c.attempt, c.status]), [[1, 'failed'], [2, 'completed']]);
   });
 
-  it('without retries left, a lost agent fails the step and the run', async () => {
+  it('a step without retries is tried again on another agent each time its agent is lost, up to AGENT_RETRIES times; the next loss fails the step and the run', async () => {
     const tenant = await createTenant(h);
     const pipeline = await createPipeline(h, tenant, { name: 'lost for good', steps: [step('a'), step('b', { depends_on: ['a'] })] });
-    const agent = await TestAgent.create(h, tenant, { tools: ['tool-a', 'tool-b'] });
+    const agents = [];
+    for (let i = 0; i <= AGENT_RETRIES; i++) agents.push(await TestAgent.create(h, tenant, { tools: ['tool-a', 'tool-b'] }));
     const run = await startRun(h, tenant, pipeline.id);
-    const cmd = await onlyCommand(agent, 'a');
-    await ok(agent.ack(cmd.id));
-    await silenceAgent(h, agent.id);
-    await h.settle();
+    for (const [i, agent] of agents.entries()) {
+      const cmd = await onlyCommand(agent, 'a');
+      assert.equal(cmd.payload.attempt, i + 1);
+      await ok(agent.ack(cmd.id));
+      await silenceAgent(h, agent.id);
+      await h.settle();
+      assert.equal(await agentHealth(tenant, agent.id), 'offline');
+    }
 
     const final = await getRun(h, tenant, run.id);
     const steps = stepsByKey(final);
-    assert.deepEqual([steps.a.status, steps.a.error_code], ['failed', 'agent_lost']);
+    assert.deepEqual([steps.a.status, steps.a.error_code, steps.a.attempt, steps.a.max_attempts], ['failed', 'agent_lost', AGENT_RETRIES + 1, AGENT_RETRIES + 1]);
     assert.equal(steps.b.status, 'skipped');
     assert.equal(final.status, 'failed');
     assert.match(final.error_message, /Step 'a' failed/);
-    assert.equal((await commandsOf(run.id)).length, 1);
-    assert.equal(await agentHealth(tenant, agent.id), 'offline');
+    assert.deepEqual((await commandsOf(run.id)).map((c) => [c.attempt, c.status, c.error_code]),
+      Array.from({ length: AGENT_RETRIES + 1 }, (_, i) => [i + 1, 'failed', 'agent_lost']));
   });
 
   it("a lost agent's claimed but unacknowledged command returns to the queue without using an attempt", async () => {

@@ -20,6 +20,8 @@ export type StepState = {
   condition_result: boolean | null;
   attempt: number;
   max_attempts: number;
+  /** Attempts lost with their agent and tried again without spending a retry. */
+  agent_retries: number;
   retry_at: Date | null;
   retry_delay_seconds: number;
   command_id: string | null;
@@ -38,7 +40,7 @@ export type StepState = {
 
 export type Action =
   | { kind: 'complete'; stepId: string; commandId: string; findingsCount: number; output: Record<string, unknown>; agentId: string | null }
-  | { kind: 'retry'; stepId: string; commandId: string; errorCode: string; errorMessage: string; delaySeconds: number }
+  | { kind: 'retry'; stepId: string; commandId: string; errorCode: string; errorMessage: string; delaySeconds: number; agentGone: boolean }
   | { kind: 'fail'; stepId: string; commandId: string; status: 'failed' | 'timeout' | 'cancelled'; errorCode: string; errorMessage: string }
   | { kind: 'skip'; stepId: string; conditionEvaluated: boolean; conditionResult: boolean | null; reason: string }
   | { kind: 'condition_met'; stepId: string }
@@ -53,6 +55,19 @@ export type AdvanceInput = {
   steps: StepState[];
   now: Date;
 };
+
+/**
+ * The error codes of an attempt lost with its agent, not failed by its tool: the agent went
+ * silent (agent_lost, set by the server) or was stopped and gave the command back
+ * (agent_shutdown, sent by the agent).
+ */
+export const AGENT_GONE = new Set(['agent_lost', 'agent_shutdown']);
+/**
+ * How many attempts of a step lost with their agent are tried again at once, on another
+ * agent, without spending the step's retries; past that a lost attempt counts as a failure
+ * (a tool that takes its agent down every time must not run forever).
+ */
+export const AGENT_RETRIES = 3;
 
 const ERROR_FOR_COMMAND: Record<string, { status: 'failed' | 'timeout' | 'cancelled'; code: string; message: string }> = {
   failed: { status: 'failed', code: 'agent_error', message: 'the agent reported a failure' },
@@ -82,9 +97,16 @@ export function planAdvance(input: AdvanceInput): Action[] {
       const fallback = ERROR_FOR_COMMAND[s.command_status];
       const errorCode = s.command_error_code ?? fallback.code;
       const errorMessage = s.command_error_message ?? fallback.message;
-      if (fallback.status !== 'cancelled' && s.attempt < s.max_attempts) {
+      const agentGone = fallback.status === 'failed' && AGENT_GONE.has(errorCode) && s.agent_retries < AGENT_RETRIES;
+      if (agentGone) {
+        // Not the step's failure: at once, and the attempt it takes is added.
+        s.retry_at = input.now;
+        s.max_attempts += 1;
+        s.agent_retries += 1;
+        actions.push({ kind: 'retry', stepId: s.id, commandId: s.command_id, errorCode, errorMessage, delaySeconds: 0, agentGone });
+      } else if (fallback.status !== 'cancelled' && s.attempt < s.max_attempts) {
         s.retry_at = new Date(input.now.getTime() + s.retry_delay_seconds * 1000);
-        actions.push({ kind: 'retry', stepId: s.id, commandId: s.command_id, errorCode, errorMessage, delaySeconds: s.retry_delay_seconds });
+        actions.push({ kind: 'retry', stepId: s.id, commandId: s.command_id, errorCode, errorMessage, delaySeconds: s.retry_delay_seconds, agentGone });
       } else {
         // An agent that stopped the tool at the step's timeout itself says so (error_code
         // timeout): the step timed out, as when the server's deadline passed first.

@@ -78,7 +78,7 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
         break;
       case 'retry':
         tx.later(stepRunsSql.ScheduleStepRetry, [
-          action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds,
+          action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds, action.agentGone,
         ], (r) => {
           if (r.rowCount) stepRetrying(tx, step(action.stepId));
         });
@@ -299,6 +299,7 @@ function toStepState(r: AdvanceRow): StepState {
     condition_result: r.condition_result,
     attempt: r.attempt,
     max_attempts: r.max_attempts,
+    agent_retries: r.agent_retries,
     retry_at: r.retry_at,
     retry_delay_seconds: r.retry_delay_seconds,
     command_id: r.command_id,

@@ -141,6 +141,8 @@ export type StepRunRow = {
   output: Record<string, unknown>;
   attempt: number;
   max_attempts: number;
+  /** Attempts lost with their agent and tried again without spending a retry (migrations/0016). */
+  agent_retries: number;
   retry_at: Date | null;
   queued_at: Date | null;
   started_at: Date | null;
