@@ -141,7 +141,7 @@ export type StepRunRow = {
   output: Record<string, unknown>;
   attempt: number;
   max_attempts: number;
-  /** Attempts lost with their agent and tried again without spending a retry (migrations/0016). */
+  /** Attempts lost with their agent and tried again without spending a retry (migrations/0018). */
   agent_retries: number;
   retry_at: Date | null;
   queued_at: Date | null;
