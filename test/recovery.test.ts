@@ -278,6 +278,24 @@ describe('lost agents', () => {
       Array.from({ length: AGENT_RETRIES + 1 }, (_, i) => [i + 1, 'failed', 'agent_lost']));
   });
 
+  it('a command given back with agent_shutdown before it started goes to another agent in the same advance, its payload counting the added attempt', async () => {
+    const tenant = await createTenant(h);
+    const pipeline = await createPipeline(h, tenant, { name: 'given back', steps: [step('a')] });
+    const stopping = await TestAgent.create(h, tenant, { tools: ['tool-a'] });
+    const other = await TestAgent.create(h, tenant, { tools: ['tool-a'] });
+    const run = await startRun(h, tenant, pipeline.id);
+    const first = await onlyCommand(stopping, 'a');
+    assert.deepEqual([first.payload.attempt, first.payload.max_attempts], [1, 1]);
+    await ok(stopping.fail(first.id, { error_code: 'agent_shutdown', error_message: 'the agent is stopping' }));
+    const second = await onlyCommand(other, 'a');
+    assert.deepEqual([second.payload.attempt, second.payload.max_attempts], [2, 2]);
+    const a = (await stepsOf(tenant, run.id)).a;
+    assert.deepEqual([a.status, a.attempt, a.max_attempts, a.error_code], ['queued', 2, 2, 'agent_shutdown']);
+    await other.finish(second.id);
+    await h.settle();
+    assert.equal((await getRun(h, tenant, run.id)).status, 'completed');
+  });
+
   it("a lost agent's claimed but unacknowledged command returns to the queue without using an attempt", async () => {
     const tenant = await createTenant(h);
     const pipeline = await createPipeline(h, tenant, { name: 'dropped claim', steps: [step('a')] }); // max_retries 0

@@ -77,6 +77,8 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
         });
         break;
       case 'retry':
+        // The attempt a lost agent's retry adds is in the payload of a dispatch in this advance.
+        if (action.agentGone) step(action.stepId).max_attempts += 1;
         tx.later(stepRunsSql.ScheduleStepRetry, [
           action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds, action.agentGone,
         ], (r) => {
