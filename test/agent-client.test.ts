@@ -78,6 +78,14 @@ describe('requests', () => {
     const started = Date.now();
     await assert.rejects(client(down.url).request('GET', '/y', { retry: within(300) }), (e: Unreachable) => e instanceof Unreachable && e.attempts > 2 && /502 bad_gateway/.test(e.message));
     assert.ok(Date.now() - started < 2_000);
+    // Tried until the deadline, not given up when the next backoff would pass it: with
+    // backoff from 400 ms, a 700 ms deadline sees attempts at about 0, 400 and 700 ms.
+    const slow = new AgentClient({ baseUrl: down.url, apiKey: 'sfa_key', userAgent: 'scanflow-agent/test', logger, backoff: { baseMs: 400, maxMs: 400 } });
+    const before = down.seen.length;
+    const t0 = Date.now();
+    await assert.rejects(slow.request('GET', '/w', { retry: within(700) }), (e: Unreachable) => e instanceof Unreachable);
+    assert.ok(Date.now() - t0 >= 690, `gave up after ${Date.now() - t0} ms`);
+    assert.ok(down.seen.length - before >= 2);
     await assert.rejects(client(`http://127.0.0.1:${await freePort()}`).request('GET', '/z', { retry: within(100) }), (e: Unreachable) => /ECONNREFUSED/.test(e.message));
   });
 

@@ -122,7 +122,7 @@ describe('refusing to start', () => {
     assert.deepEqual(await p.exited, { code: 1, signal: null });
     assert.match(p.output(), new RegExp(`cannot reach the scanflow API at http://127\\.0\\.0\\.1:${port}: ECONNREFUSED .*\\(\\d+ attempts in 3s\\)`));
     assert.ok((p.output().match(/request failed; retrying/g) ?? []).length >= 1, 'it retried');
-    assert.ok(Date.now() - started >= 2_000, 'it kept trying for about SCANFLOW_START_TIMEOUT');
+    assert.ok(Date.now() - started >= 2_900, `it kept trying for SCANFLOW_START_TIMEOUT (exited after ${Date.now() - started} ms)`);
   });
 });
 

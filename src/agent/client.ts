@@ -121,10 +121,14 @@ export class AgentClient {
         failure ??= err;
       }
       failures++;
-      const delay = Math.max(retryAfterMs ?? 0, backoffDelay(failures, this.backoff));
-      if (Date.now() + delay > retry.until()) {
+      // Tried until the deadline: the last wait is what is left of it, so the last attempt
+      // comes at the deadline (giving up as soon as the next backoff would pass it stopped
+      // a 3 s start timeout after 1.4 s).
+      const left = retry.until() - Date.now();
+      if (left <= 0) {
         throw new Unreachable(`${method} ${path}: ${describe(failure)} (${failures} attempt${failures === 1 ? '' : 's'})`, failures, failure);
       }
+      const delay = Math.min(Math.max(retryAfterMs ?? 0, backoffDelay(failures, this.backoff)), left);
       if (failures === 1 || failures % 5 === 0) {
         this.logger.warn({ method, path, failures, retry_in_ms: delay, error: describe(failure) }, 'request failed; retrying');
       }
