@@ -44,7 +44,7 @@ export type Action =
   | { kind: 'fail'; stepId: string; commandId: string; status: 'failed' | 'timeout' | 'cancelled'; errorCode: string; errorMessage: string }
   | { kind: 'skip'; stepId: string; conditionEvaluated: boolean; conditionResult: boolean | null; reason: string }
   | { kind: 'condition_met'; stepId: string }
-  | { kind: 'dispatch'; stepId: string; stepKey: string; attempt: number; steps: Record<string, StepResult> }
+  | { kind: 'dispatch'; stepId: string; stepKey: string; attempt: number; maxAttempts: number; steps: Record<string, StepResult> }
   | { kind: 'fail_fast'; errorMessage: string }
   | { kind: 'finish'; status: 'completed' | 'failed'; errorMessage: string | null };
 
@@ -132,7 +132,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
     if (s.status === 'queued' && s.retry_at !== null && s.retry_at.getTime() <= input.now.getTime()) {
       s.attempt += 1;
       s.retry_at = null;
-      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, maxAttempts: s.max_attempts, steps: resultsOf(steps) });
     }
   }
 
@@ -185,7 +185,7 @@ export function planAdvance(input: AdvanceInput): Action[] {
       // Dispatching records the condition as met too.
       s.status = 'queued';
       s.attempt += 1;
-      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, steps: resultsOf(steps) });
+      actions.push({ kind: 'dispatch', stepId: s.id, stepKey: s.step_key, attempt: s.attempt, maxAttempts: s.max_attempts, steps: resultsOf(steps) });
     } else if (newlyMet.has(s)) {
       actions.push({ kind: 'condition_met', stepId: s.id }); // waits for a slot, evaluated once
     }

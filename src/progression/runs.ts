@@ -77,8 +77,6 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
         });
         break;
       case 'retry':
-        // The attempt a lost agent's retry adds is in the payload of a dispatch in this advance.
-        if (action.agentGone) step(action.stepId).max_attempts += 1;
         tx.later(stepRunsSql.ScheduleStepRetry, [
           action.stepId, action.commandId, action.errorCode, action.errorMessage, action.delaySeconds, action.agentGone,
         ], (r) => {
@@ -100,7 +98,7 @@ export async function advanceRun(tx: Tx, runId: string, orchestration: Orchestra
         break;
       case 'dispatch': {
         const step = byId.get(action.stepId)!;
-        dispatchStep(tx, run, step, action.attempt, action.steps, orchestration);
+        dispatchStep(tx, run, step, action.attempt, action.maxAttempts, action.steps, orchestration);
         dispatched = true;
         break;
       }
@@ -201,6 +199,7 @@ function dispatchStep(
   run: RunRow,
   step: AdvanceRow,
   attempt: number,
+  maxAttempts: number,
   steps: Record<string, unknown>,
   orchestration: OrchestrationConfig,
 ): void {
@@ -216,7 +215,7 @@ function dispatchStep(
     step_config: { ...(step.tool ? { tool: step.tool } : {}), ...step.config },
     timeout_seconds: step.timeout_seconds,
     attempt,
-    max_attempts: step.max_attempts,
+    max_attempts: maxAttempts,
     target: run.target,
     context: run.context,
     steps,
