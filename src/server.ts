@@ -13,6 +13,7 @@ import { migrate } from './db/migrate.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { startWorker } from './worker.ts';
 import { createApp } from './api/app.ts';
+import { NotificationListener } from './db/listener.ts';
 import { CommandSignals } from './api/signals.ts';
 import { EventStream } from './api/event-stream.ts';
 import { secretBox } from './delivery/secrets.ts';
@@ -116,10 +117,12 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
     let url = '';
     let reads: ReadRouting | null = null;
     if (config.role !== 'worker') {
-      const signals = new CommandSignals(databaseUrl, logger.child({ component: 'signals' }));
-      await signals.start();
-      const eventStream = new EventStream(databaseUrl, pool, logger.child({ component: 'event-stream' }));
-      await eventStream.start();
+      // One LISTEN connection for the process: new commands for long polls, events for streams.
+      const listener = new NotificationListener(databaseUrl, logger.child({ component: 'listener' }));
+      const signals = new CommandSignals(listener);
+      const eventStream = new EventStream(listener, pool, logger.child({ component: 'event-stream' }));
+      await listener.start();
+      eventStream.start();
       const routing = config.databaseReadUrl ? await readReplica(config.databaseReadUrl, pool, logger) : null;
       if (routing) stops.push(() => routing.replica!.end());
       reads = routing;
@@ -136,8 +139,9 @@ export async function startOrchestrator(config: Config, logger: Logger = pino({ 
       // let in-flight requests finish, then the worker finishes its jobs, then connections.
       stops.push(async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        await signals.stop();
+        signals.stop();
         await eventStream.stop(); // streams never end by themselves: their clients reconnect elsewhere
+        await listener.stop();
         (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
         await closed;
       });

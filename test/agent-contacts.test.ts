@@ -14,6 +14,7 @@ import { TestAgent, createTenant, silenceAgent, type Tenant } from './support/fi
 import { createApp } from '../src/api/app.ts';
 import type { AppEnv } from '../src/api/auth.ts';
 import { forgetAgentCredential, hashToken } from '../src/api/auth.ts';
+import { NotificationListener } from '../src/db/listener.ts';
 import { CommandSignals } from '../src/api/signals.ts';
 import { createPool } from '../src/db/pool.ts';
 import { agentsSql } from '../src/store/queries.ts';
@@ -36,6 +37,7 @@ const log1 = capturingLogger();
 let app2: Hono<AppEnv>;
 let pool2: pg.Pool;
 let signals2: CommandSignals;
+let listener2: NotificationListener;
 const log2 = capturingLogger();
 /** The statements app2's pool ran, by text. */
 const ran2: string[] = [];
@@ -49,12 +51,14 @@ before(async () => {
     ran2.push(typeof config === 'string' ? config : config.text ?? '');
     return query(...a);
   };
-  signals2 = new CommandSignals(h.db.url, log2.logger);
-  await signals2.start();
+  listener2 = new NotificationListener(h.db.url, log2.logger);
+  signals2 = new CommandSignals(listener2);
+  await listener2.start();
   app2 = createApp({ pool: pool2, orchestration: h.orchestration, signals: signals2, adminTokenHash: () => hashToken(ADMIN_TOKEN), logger: log2.logger });
 });
 after(async () => {
-  await signals2?.stop();
+  signals2?.stop();
+  await listener2?.stop();
   await pool2?.end();
   await h?.close();
 });

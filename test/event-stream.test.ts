@@ -11,6 +11,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { ADMIN_TOKEN, startHarness, type Harness } from './support/harness.ts';
 import { createTenant, type Tenant } from './support/fixtures.ts';
 import { createApp } from '../src/api/app.ts';
+import { NotificationListener } from '../src/db/listener.ts';
 import { EventStream } from '../src/api/event-stream.ts';
 import { hashToken } from '../src/api/auth.ts';
 import { createPool } from '../src/db/pool.ts';
@@ -135,8 +136,10 @@ const streamUrl = (b = base, query = '') => `${b}/api/v1/events/stream${query}`;
  */
 async function secondProcess(): Promise<{ stream: EventStream; base: string }> {
   const pool = createPool(h.db.url, 5);
-  const stream = new EventStream(h.db.url, pool, pino({ level: 'silent' }), { heartbeatMs: 100 });
-  await stream.start();
+  const listener = new NotificationListener(h.db.url, pino({ level: 'silent' }));
+  const stream = new EventStream(listener, pool, pino({ level: 'silent' }), { heartbeatMs: 100 });
+  await listener.start();
+  stream.start();
   const app = createApp({
     pool, orchestration: h.orchestration, signals: {} as never, eventStream: stream, adminTokenHash: () => hashToken(ADMIN_TOKEN), logger: pino({ level: 'silent' }),
   });
@@ -145,6 +148,7 @@ async function secondProcess(): Promise<{ stream: EventStream; base: string }> {
   });
   cleanups.push(async () => {
     await stream.stop();
+    await listener.stop();
     (server as { closeAllConnections?: () => void }).closeAllConnections?.();
     await new Promise<void>((r) => server.close(() => r()));
     await pool.end();

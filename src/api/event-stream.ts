@@ -1,5 +1,5 @@
-// The live event stream of an API process (GET /api/v1/events/stream). One LISTEN connection
-// per process. A tenant's event-writing transactions NOTIFY only while some process streams
+// The live event stream of an API process (GET /api/v1/events/stream), on the process's one
+// LISTEN connection (db/listener.ts). A tenant's event-writing transactions NOTIFY only while some process streams
 // that tenant (it is in event_listeners: the NOTIFY costs every commit a global lock, see
 // migrations/0009_channels.sql), so a process registers a tenant before its first subscriber
 // reads anything, keeps the row fresh, and drops it when nobody of its own watches.
@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import type { NotificationListener } from '../db/listener.ts';
 import { patternsMatch } from '../domain/channels.ts';
 import type { EventView } from '../domain/messages.ts';
 import { exec } from '../store/query.ts';
@@ -76,7 +77,6 @@ function frameOf(view: EventView): Uint8Array {
 }
 
 export class EventStream {
-  private client: pg.Client | null = null;
   private readonly feeds = new Map<string, TenantFeed>();
   /** Subscribers per tenant, joined or catching up: the tenants this process streams. */
   private readonly interest = new Map<string, number>();
@@ -85,22 +85,30 @@ export class EventStream {
   private readonly listenerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
-  private reconnectDelay = 100;
   private sharedReads = 0;
-  private readonly connectionString: string;
   private readonly pool: pg.Pool;
   private readonly log: Logger;
   private readonly heartbeatMs: number;
 
-  constructor(connectionString: string, pool: pg.Pool, log: Logger, opts: { heartbeatMs?: number } = {}) {
-    this.connectionString = connectionString;
+  /** Follows CHANNEL on the process's LISTEN connection, which its owner starts and stops. */
+  constructor(listener: NotificationListener, pool: pg.Pool, log: Logger, opts: { heartbeatMs?: number } = {}) {
+    listener.follow({
+      channel: CHANNEL,
+      onNotification: (tenantId) => {
+        const feed = this.feeds.get(tenantId);
+        if (feed) this.read(feed);
+      },
+      // Notifications may have been missed while there was no connection.
+      onConnected: () => {
+        for (const feed of this.feeds.values()) this.read(feed);
+      },
+    });
     this.pool = pool;
     this.log = log;
     this.heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
   }
 
-  async start(): Promise<void> {
-    await this.connect();
+  start(): void {
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms);
       t.unref();
@@ -114,38 +122,6 @@ export class EventStream {
       void exec(this.pool, eventsSql.RefreshListener, [this.listenerId, [...this.interest.keys()], (3 * LISTENER_REFRESH_MS) / 1000])
         .catch((err) => this.log.warn({ err }, 'could not refresh the event listener registrations'));
     });
-  }
-
-  private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString });
-    client.on('notification', (msg) => {
-      const feed = msg.channel === CHANNEL && msg.payload ? this.feeds.get(msg.payload) : undefined;
-      if (feed) this.read(feed);
-    });
-    client.on('error', (err) => this.lost(client, err));
-    client.on('end', () => this.lost(client, null));
-    await client.connect();
-    await client.query(`LISTEN ${CHANNEL}`);
-    this.client = client;
-    this.reconnectDelay = 100;
-    // Notifications may have been missed while there was no connection.
-    for (const feed of this.feeds.values()) this.read(feed);
-  }
-
-  private lost(client: pg.Client, err: Error | null): void {
-    if (this.client !== client) return;
-    this.client = null;
-    if (this.stopped) return;
-    this.log.warn({ err }, 'event notification connection lost; reconnecting');
-    const retry = () => {
-      if (this.stopped) return;
-      this.connect().catch((e) => {
-        this.log.warn({ err: e }, 'event notification reconnect failed');
-        this.reconnectDelay = Math.min(this.reconnectDelay * 2, 5_000);
-        setTimeout(retry, this.reconnectDelay).unref();
-      });
-    };
-    setTimeout(retry, this.reconnectDelay).unref();
   }
 
   /** Subscribers in this process (all tenants), and how many shared reads served them so far. */
@@ -352,8 +328,5 @@ export class EventStream {
     for (const t of this.timers) clearInterval(t);
     for (const feed of [...this.feeds.values()]) for (const sub of [...feed.subscribers]) this.close(sub);
     await exec(this.pool, eventsSql.StopListening, [this.listenerId]).catch(() => {});
-    const client = this.client;
-    this.client = null;
-    await client?.end().catch(() => {});
   }
 }

@@ -1,11 +1,10 @@
-// One LISTEN connection per process. A command that becomes claimable NOTIFYs (trigger
+// On the process's LISTEN connection (db/listener.ts). A command that becomes claimable NOTIFYs (trigger
 // commands_notify_claimable) with its tenant, tool and capabilities; the listener wakes ONE
 // long-polling agent of that tenant that can run it, longest-waiting first. Waking every
 // waiter for every command made all but one of them claim nothing (measured: 11 commits per
 // step with 8 agents). A woken agent that cannot take the command (another poll was faster,
 // or it is at capacity) hands the wake-up on, at most once per waiter per command.
-import pg from 'pg';
-import type { Logger } from 'pino';
+import type { NotificationListener } from '../db/listener.ts';
 
 const CHANNEL = 'scanflow_commands';
 
@@ -33,30 +32,18 @@ function canRun(w: Waiter, c: Claimable): boolean {
 }
 
 export class CommandSignals {
-  private client: pg.Client | null = null;
   /** Per tenant, in the order they started waiting (a Set keeps insertion order). */
   private readonly waiters = new Map<string, Set<Waiter>>();
   private stopped = false;
-  private reconnectDelay = 100;
-  private readonly connectionString: string;
-  private readonly log: Logger;
 
-  constructor(connectionString: string, log: Logger) {
-    this.connectionString = connectionString;
-    this.log = log;
-  }
-
-  async start(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString });
-    client.on('notification', (msg) => {
-      if (msg.channel === CHANNEL && msg.payload) this.onNotification(msg.payload);
+  /** Follows CHANNEL on the process's LISTEN connection, which its owner starts and stops. */
+  constructor(listener: NotificationListener) {
+    listener.follow({
+      channel: CHANNEL,
+      onNotification: (payload) => this.onNotification(payload),
+      // Notifications may be missed until it is back: every waiter re-checks.
+      onLost: () => this.wakeAll(),
     });
-    client.on('error', (err) => this.lost(client, err));
-    client.on('end', () => this.lost(client, null));
-    await client.connect();
-    await client.query(`LISTEN ${CHANNEL}`);
-    this.client = client;
-    this.reconnectDelay = 100;
   }
 
   private onNotification(payload: string): void {
@@ -95,24 +82,6 @@ export class CommandSignals {
       if (!busy && w.pending === undefined) busy = w;
     }
     if (busy) busy.pending = claimable;
-  }
-
-  private lost(client: pg.Client, err: Error | null): void {
-    if (this.client !== client) return;
-    this.client = null;
-    if (this.stopped) return;
-    this.log.warn({ err }, 'command notification connection lost; reconnecting');
-    // Notifications may have been missed: every waiter re-checks.
-    this.wakeAll();
-    const retry = () => {
-      if (this.stopped) return;
-      this.start().catch((e) => {
-        this.log.warn({ err: e }, 'command notification reconnect failed');
-        this.reconnectDelay = Math.min(this.reconnectDelay * 2, 5_000);
-        setTimeout(retry, this.reconnectDelay).unref();
-      });
-    };
-    setTimeout(retry, this.reconnectDelay).unref();
   }
 
   /**
@@ -175,11 +144,8 @@ export class CommandSignals {
     }
   }
 
-  async stop(): Promise<void> {
+  stop(): void {
     this.stopped = true;
     this.wakeAll();
-    const client = this.client;
-    this.client = null;
-    await client?.end().catch(() => {});
   }
 }

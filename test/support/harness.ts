@@ -10,6 +10,7 @@ import type { Hono } from 'hono';
 import { createApp, type AppDeps } from '../../src/api/app.ts';
 import type { AppEnv } from '../../src/api/auth.ts';
 import { AgentContacts } from '../../src/api/contacts.ts';
+import { NotificationListener } from '../../src/db/listener.ts';
 import { CommandSignals } from '../../src/api/signals.ts';
 import { EventStream } from '../../src/api/event-stream.ts';
 import { hashToken } from '../../src/api/auth.ts';
@@ -47,10 +48,11 @@ export async function startHarness(
   const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const pool = createPool(db.url, 20);
   const orchestration = { ...DEFAULT_ORCHESTRATION, ...opts.orchestration };
-  const signals = new CommandSignals(db.url, logger);
-  await signals.start();
-  const eventStream = new EventStream(db.url, pool, logger);
-  await eventStream.start();
+  const listener = new NotificationListener(db.url, logger);
+  const signals = new CommandSignals(listener);
+  const eventStream = new EventStream(listener, pool, logger);
+  await listener.start();
+  eventStream.start();
   const deps: AppDeps = { pool, orchestration, signals, eventStream, adminTokenHash: () => hashToken(ADMIN_TOKEN), logger, metricsToken: opts.metricsToken };
   const app = createApp(deps);
 
@@ -136,8 +138,9 @@ export async function startHarness(
     close: async () => {
       await closeServer();
       await stopW();
-      await signals.stop();
+      signals.stop();
       await eventStream.stop();
+      await listener.stop();
       await pool.end();
       await db.drop();
     },
