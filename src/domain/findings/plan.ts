@@ -5,21 +5,14 @@
 // report asserts. Pure: the asset rows come from the caller's upsert.
 import type { Problem } from '../problems.ts';
 import { fingerprintsOf } from './identity.ts';
-import type { Coverage, FindingDraft, FindingLocation, ParsedFindings } from './model.ts';
+import type { Coverage, FindingDraft, FindingLocation, ParsedFindings, ReportAsset } from './model.ts';
 import type { ReportBranchInfo } from './report.ts';
 
 /** An asset as the ingest's upsert answers it: named by (type, value), or looked up by id. */
 export type ResolvedAsset = { id: string; type: string; value: string | null; created: boolean; by_id: boolean };
 
-/** An asset to create or update by (type, value). */
-export type AssetUpsert = {
-  type: string;
-  value: string;
-  name: string | null;
-  tags: string[];
-  criticality: string | null;
-  metadata: Record<string, unknown>;
-};
+/** An asset to create or update by (type, value): a report's asset without its reference. */
+export type AssetUpsert = Omit<ReportAsset, 'ref'>;
 
 /** A finding as it is written (UpsertFindings' columns). */
 export type FindingRowInput = {
