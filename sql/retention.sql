@@ -55,16 +55,9 @@ WITH win AS MATERIALIZED (
                             (SELECT max(id) FROM win))
          END AS scanned_to
 ), logged AS (
-  INSERT INTO retention_log AS l (pass_id, kind, rows, batches, oldest_at, newest_at, cutoff, scanned_to, last_id, started_at)
-  SELECT $1, 'events', s.n, (s.n > 0)::int, s.oldest, s.newest, $2, s.scanned_to, s.last_id, $5
+  SELECT retention_log_add($1, 'events', s.n, (s.n > 0)::int, NULL, s.oldest, s.newest, $2, s.scanned_to, s.last_id, $5)
   FROM summary s
   WHERE s.n > 0 OR s.scanned_to > $3::bigint
-  ON CONFLICT (pass_id, kind) DO UPDATE
-  SET rows = l.rows + EXCLUDED.rows, batches = l.batches + EXCLUDED.batches,
-      oldest_at = least(l.oldest_at, EXCLUDED.oldest_at), newest_at = greatest(l.newest_at, EXCLUDED.newest_at),
-      scanned_to = greatest(l.scanned_to, EXCLUDED.scanned_to), last_id = greatest(l.last_id, EXCLUDED.last_id),
-      finished_at = clock_timestamp()
-  RETURNING 1
 )
 SELECT s.n::int AS rows, s.old::int AS old, s.young::int AS young, s.window_to, s.scanned_to
 FROM summary s WHERE (SELECT count(*) FROM logged) >= 0;
@@ -110,15 +103,9 @@ WITH old AS (
          (SELECT min(old.completed_at) FROM old WHERE old.command_id IN (SELECT command_id FROM deleted)) AS oldest,
          (SELECT max(old.completed_at) FROM old WHERE old.command_id IN (SELECT command_id FROM deleted)) AS newest
 ), logged AS (
-  INSERT INTO retention_log AS l (pass_id, kind, rows, batches, bytes, oldest_at, newest_at, cutoff, started_at)
-  SELECT $1, 'output', s.n, 1, s.bytes, s.oldest, s.newest, $2, $5
+  SELECT retention_log_add($1, 'output', s.n, 1, s.bytes, s.oldest, s.newest, $2, NULL, NULL, $5)
   FROM summary s
   WHERE s.n > 0
-  ON CONFLICT (pass_id, kind) DO UPDATE
-  SET rows = l.rows + EXCLUDED.rows, batches = l.batches + EXCLUDED.batches, bytes = l.bytes + EXCLUDED.bytes,
-      oldest_at = least(l.oldest_at, EXCLUDED.oldest_at), newest_at = greatest(l.newest_at, EXCLUDED.newest_at),
-      finished_at = clock_timestamp()
-  RETURNING 1
 )
 SELECT s.n::int AS rows, s.bytes::bigint AS bytes, s.outputs::int AS outputs,
        (SELECT count(*) FROM old)::int AS candidates
@@ -167,15 +154,9 @@ WITH candidates AS (
   SELECT count(*) AS n, min(completed_at) AS oldest, max(completed_at) AS newest FROM deleted
   WHERE (SELECT count(*) FROM steps) >= 0 AND (SELECT count(*) FROM ingests) >= 0
 ), logged AS (
-  INSERT INTO retention_log AS l (pass_id, kind, rows, batches, oldest_at, newest_at, cutoff, started_at)
-  SELECT $1, 'commands', s.n, 1, s.oldest, s.newest, $2, $4
+  SELECT retention_log_add($1, 'commands', s.n, 1, NULL, s.oldest, s.newest, $2, NULL, NULL, $4)
   FROM summary s
   WHERE s.n > 0
-  ON CONFLICT (pass_id, kind) DO UPDATE
-  SET rows = l.rows + EXCLUDED.rows, batches = l.batches + EXCLUDED.batches,
-      oldest_at = least(l.oldest_at, EXCLUDED.oldest_at), newest_at = greatest(l.newest_at, EXCLUDED.newest_at),
-      finished_at = clock_timestamp()
-  RETURNING 1
 )
 SELECT s.n::int AS rows FROM summary s WHERE (SELECT count(*) FROM logged) >= 0;
 
@@ -207,15 +188,9 @@ WITH candidates AS (
 ), summary AS (
   SELECT count(*) AS n, min(finished_at) AS oldest, max(finished_at) AS newest FROM deleted
 ), logged AS (
-  INSERT INTO retention_log AS l (pass_id, kind, rows, batches, oldest_at, newest_at, cutoff, started_at)
-  SELECT $1, 'deliveries', s.n, 1, s.oldest, s.newest, $2, $4
+  SELECT retention_log_add($1, 'deliveries', s.n, 1, NULL, s.oldest, s.newest, $2, NULL, NULL, $4)
   FROM summary s
   WHERE s.n > 0
-  ON CONFLICT (pass_id, kind) DO UPDATE
-  SET rows = l.rows + EXCLUDED.rows, batches = l.batches + EXCLUDED.batches,
-      oldest_at = least(l.oldest_at, EXCLUDED.oldest_at), newest_at = greatest(l.newest_at, EXCLUDED.newest_at),
-      finished_at = clock_timestamp()
-  RETURNING 1
 )
 SELECT s.n::int AS rows FROM summary s WHERE (SELECT count(*) FROM logged) >= 0;
 
