@@ -4,18 +4,14 @@
 // the scheduler lost. stuck_work tells the truth meanwhile.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startHarness, type Harness } from './support/harness.ts';
+import { killHard, killWorkerProcesses, startWorkerProcess, until } from './support/worker-process.ts';
 import {
   TestAgent, createPipeline, createTenant, getRun, runCommands, startRun, step, type Tenant,
 } from './support/fixtures.ts';
 import { sweep } from '../src/progression/maintenance.ts';
 
-const mainTs = fileURLToPath(new URL('../src/main.ts', import.meta.url));
-const root = fileURLToPath(new URL('..', import.meta.url));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Short liveness settings so the test takes seconds (the defaults are 5 s and 20 s).
 const HEARTBEAT_S = 1;
@@ -23,50 +19,21 @@ const DEAD_AFTER_S = 3;
 
 let h: Harness;
 let t: Tenant;
-const children = new Set<ChildProcess>();
 
 before(async () => {
   h = await startHarness({ worker: false, orchestration: { workerHeartbeatSeconds: HEARTBEAT_S, workerDeadAfterSeconds: DEAD_AFTER_S } });
   t = await createTenant(h, 'crash-tenant');
 });
 after(async () => {
-  for (const c of children) c.kill('SIGKILL');
+  killWorkerProcesses();
   await h.close();
 });
 
 const rows = async <T = Record<string, any>>(sql: string, values: unknown[] = []) => (await h.pool.query(sql, values)).rows as T[];
 
-async function until<T>(what: string, ms: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms`);
-    await sleep(50);
-  }
-}
 
-/** src/main.ts as a worker-only process on the test database. */
-function startWorkerProcess(): ChildProcess {
-  const child = spawn(process.execPath, [mainTs], {
-    cwd: root,
-    env: {
-      PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '',
-      DATABASE_URL: h.db.url, ROLE: 'worker', LOG_LEVEL: 'silent', ADMIN_TOKEN: 'crash-test-admin-token-0123',
-      WORKER_HEARTBEAT_INTERVAL: String(HEARTBEAT_S), WORKER_DEAD_AFTER: String(DEAD_AFTER_S),
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
+const startWorkerChild = () => startWorkerProcess(h.db.url, { heartbeatSeconds: HEARTBEAT_S, deadAfterSeconds: DEAD_AFTER_S, adminToken: 'crash-test-admin-token-0123' });
 
-async function killHard(child: ChildProcess): Promise<void> {
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGKILL');
-  await exited;
-}
 
 describe('a worker process killed while it holds jobs', { timeout: 120_000 }, () => {
   it('its locked jobs are listed as orphaned, its runs as stalled, and a live process recovers them within the bound', async () => {
@@ -83,7 +50,7 @@ describe('a worker process killed while it holds jobs', { timeout: 120_000 }, ()
     await blocker.query('BEGIN');
     await blocker.query('SELECT id FROM pipeline_runs WHERE id = ANY ($1) FOR UPDATE', [ids]);
 
-    const child = startWorkerProcess();
+    const child = startWorkerChild();
     const poolId = await until('the child locking the runs\' advance jobs (and registering the pool that locks them)', 30_000, async () => {
       const locked = await rows<{ locked_by: string; n: number }>(
         `SELECT locked_by, count(*)::int AS n FROM graphile_worker.jobs

@@ -6,21 +6,16 @@
 // one never recorded anything).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Webhook } from 'standardwebhooks';
 import { startHarness, type Harness } from './support/harness.ts';
+import { killHard, killWorkerProcesses, startWorkerProcess, until } from './support/worker-process.ts';
 import { TestAgent, createTenant, type Tenant } from './support/fixtures.ts';
 import { HttpReceiver } from './support/receivers.ts';
 
-const mainTs = fileURLToPath(new URL('../src/main.ts', import.meta.url));
-const root = fileURLToPath(new URL('..', import.meta.url));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let h: Harness;
 let t: Tenant;
 let recv: HttpReceiver;
-const children = new Set<ChildProcess>();
 
 before(async () => {
   h = await startHarness({ worker: false, orchestration: { workerHeartbeatSeconds: 1, workerDeadAfterSeconds: 3 } });
@@ -28,36 +23,13 @@ before(async () => {
   recv = await HttpReceiver.start();
 });
 after(async () => {
-  for (const c of children) c.kill('SIGKILL');
+  killWorkerProcesses();
   await h.close();
   await recv.close();
 });
 
-async function until<T>(what: string, ms: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms`);
-    await sleep(25);
-  }
-}
 
-/** src/main.ts as a worker-only process on the test database. */
-function startWorkerProcess(): ChildProcess {
-  const child = spawn(process.execPath, [mainTs], {
-    cwd: root,
-    env: {
-      PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '',
-      DATABASE_URL: h.db.url, ROLE: 'worker', LOG_LEVEL: 'silent', ADMIN_TOKEN: 'delivery-crash-admin-token-0123',
-      WORKER_HEARTBEAT_INTERVAL: '1', WORKER_DEAD_AFTER: '3',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
+const startWorkerChild = () => startWorkerProcess(h.db.url, { heartbeatSeconds: 1, deadAfterSeconds: 3, adminToken: 'delivery-crash-admin-token-0123' });
 
 describe('a worker process killed between an event and its delivery', { timeout: 120_000 }, () => {
   it('the delivery is made afterwards by another process, under the same webhook-id', async () => {
@@ -68,7 +40,7 @@ describe('a worker process killed between an event and its delivery', { timeout:
     const secret = created.body.secret as string;
     recv.script.push('hang'); // the first attempt never gets an answer: the process dies holding it
 
-    const child = startWorkerProcess();
+    const child = startWorkerChild();
     await until('the child worker registering', 30_000, async () =>
       (await h.pool.query(`SELECT 1 FROM worker_processes WHERE pid = $1`, [child.pid])).rowCount === 2);
     const agent = await TestAgent.create(h, t, { name: 'crash-agent' });
@@ -79,9 +51,7 @@ describe('a worker process killed between an event and its delivery', { timeout:
     const locked = await h.pool.query(`SELECT j.locked_by FROM graphile_worker.jobs j WHERE j.task_identifier = 'event_deliver' AND j.locked_by IS NOT NULL`);
     assert.equal(locked.rowCount, 1, 'its job is locked by the child');
 
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    await killHard(child);
     recv.otherwise = { status: 200, body: 'ok' };
     // Time moves on: the child is past its dead_after, and the lease it held has ended.
     await h.pool.query(`UPDATE worker_processes SET last_heartbeat_at = now() - interval '1 hour' WHERE pid = $1`, [child.pid]);
