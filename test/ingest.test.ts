@@ -462,6 +462,44 @@ describe('large reports and retries', () => {
     assert.deepEqual(rows[0], { n: 11_000, resolved: 1, most: 2 });
   });
 
+  it('with an Idempotency-Key, a large report is all or nothing: a failure in its last batch leaves nothing, and the retry stores it once', async () => {
+    const { t, agent } = await setup();
+    // A failure injected into the last batch (findings 10,000 to 10,999) by a trigger of this test.
+    const marker = `explode-${randomUUID()}`;
+    const fn = `test_explode_${randomUUID().replaceAll('-', '')}`;
+    await h.pool.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.title = '${marker}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$`);
+    await h.pool.query(`CREATE TRIGGER ${fn} BEFORE INSERT ON findings FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
+    const report = {
+      version: '1.0', tool: { name: 'bulk' },
+      assets: [{ id: 'r', type: 'repository', value: `github.com/acme/${randomUUID()}` }],
+      findings: Array.from({ length: 11_000 }, (_, i) => ({
+        type: 'vulnerability', title: i === 10_500 ? marker : `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` },
+      })),
+    };
+    const headers = { 'idempotency-key': `k-${randomUUID()}` };
+    const stored = async () => (await h.pool.query(
+      `SELECT (SELECT count(*)::int FROM ingests WHERE tenant_id = $1) AS ingests,
+              (SELECT count(*)::int FROM findings WHERE tenant_id = $1) AS findings,
+              (SELECT count(*)::int FROM finding_sightings s JOIN findings f ON f.id = s.finding_id WHERE f.tenant_id = $1) AS sightings,
+              (SELECT count(*)::int FROM assets WHERE tenant_id = $1) AS assets`, [t.id])).rows[0];
+    const before = await stored(); // setup's asset
+    try {
+      const failed = await postReport(agent, report, headers);
+      assert.equal(failed.status, 500, JSON.stringify(failed.body));
+      assert.deepEqual(await stored(), before, 'the batches before the failure rolled back with it');
+    } finally {
+      await h.pool.query(`DROP TRIGGER ${fn} ON findings; DROP FUNCTION ${fn}()`);
+    }
+    const retried = await postReport(agent, report, headers);
+    assert.equal(retried.status, 201, JSON.stringify(retried.body));
+    assert.deepEqual([retried.body.findings_created, retried.body.findings_updated, retried.body.assets_created], [11_000, 0, 1]);
+    assert.deepEqual(await stored(), { ingests: 1, findings: 11_000, sightings: 11_000, assets: before.assets + 1 });
+    const replay = await postReport(agent, report, headers);
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(replay.body, retried.body);
+  });
+
   it('an Idempotency-Key replays the answer and stores nothing twice', async () => {
     const { t, agent, asset } = await setup();
     const headers = { 'idempotency-key': `k-${randomUUID()}`, 'x-asset-id': asset };

@@ -167,13 +167,12 @@ export function carryingWrites<T>(writes: CarriedWrites, fn: () => Promise<T>): 
 }
 
 /**
- * Runs fn outside the carried writes' scope: its transactions carry nothing. For work done in
- * several transactions of which only the last may carry the scope's marker (a large report
- * stored batch by batch: its Idempotency-Key commits with the last batch, so a request that
- * died midway is carried out again rather than reported done).
+ * Whether the transactions opened here carry a marker (the request has an Idempotency-Key):
+ * work that would otherwise commit in several transactions must then commit in one, with
+ * the marker, so a request that dies midway leaves nothing behind for its retry.
  */
-export function outsideCarriedWrites<T>(fn: () => Promise<T>): Promise<T> {
-  return carried.exit(fn);
+export function carriesWrites(): boolean {
+  return (carried.getStore()?.statements.length ?? 0) > 0;
 }
 
 /**

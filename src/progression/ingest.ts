@@ -1,6 +1,6 @@
 // Storing findings. An ingest is one transaction per report (per batch of INGEST_BATCH_SIZE
-// findings of a larger one, each complete on its own) of a bounded number of statements,
-// whatever the number of findings:
+// findings of a larger one, each complete on its own, unless the request carries an
+// Idempotency-Key) of a bounded number of statements, whatever the number of findings:
 //   round trip 1: BEGIN, InsertIngest, UpsertIngestAssets (the assets the report names, and
 //                 the ids it names checked);
 //   round trip 2: UpsertFindings (findings, sightings, finding.created/reopened events, the
@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
-import { outsideCarriedWrites, withTransaction, type Tx } from '../db/transaction.ts';
+import { carriesWrites, withTransaction, type Tx } from '../db/transaction.ts';
 import { finalMany, many, one } from '../store/query.ts';
 import { assetsSql, findingsSql, ingestsSql } from '../store/queries.ts';
 import type { IngestRow } from '../store/rows.ts';
@@ -205,10 +205,15 @@ export async function finishIngest(tx: Tx, ingestId: string, plan: FindingsPlan,
 
 /**
  * Stores a parsed report, SARIF log or credentials upload. A report of more than
- * INGEST_BATCH_SIZE findings is stored batch by batch, each batch its own transaction; only
- * the last one resolves what a full-coverage report no longer contains, and only the last
- * carries the request's Idempotency-Key marker (a request that dies midway is carried out
- * again on retry rather than reported done).
+ * INGEST_BATCH_SIZE findings is stored batch by batch, each batch its own transaction (a
+ * concurrent ingest of the same findings waits for a batch, not the whole report; two
+ * batches are stored at once); only the last one resolves what a full-coverage report no
+ * longer contains. A request that dies midway leaves the batches it committed, and its
+ * ingest 'ingesting'.
+ *
+ * Sent with an Idempotency-Key, a report of any size is one transaction (its batches one
+ * statement each, in order), which marks the key used: a request that dies midway leaves
+ * nothing, and its retry stores the report once, as if the first attempt had never been.
  */
 export async function ingestFindings(pool: pg.Pool, input: IngestInput): Promise<IngestRow> {
   const ingestId = randomUUID();
@@ -225,32 +230,38 @@ export async function ingestFindings(pool: pg.Pool, input: IngestInput): Promise
     return finishIngest(tx, ingestId, plan!, scope);
   };
 
-  // Batches or not is decided before the first transaction (it must know whether it carries
-  // the Idempotency-Key marker), on the findings sent: duplicates and skipped ones only make
-  // the batches fewer, and the last transaction may then carry none.
-  const single = input.parsed.findings.length <= INGEST_BATCH_SIZE;
-  // The first transaction: the ingest and its assets (and when single, its findings and end).
+  // One transaction or several is decided before the first, on the findings sent
+  // (duplicates and skipped ones only make the batches fewer).
+  const atomic = input.parsed.findings.length <= INGEST_BATCH_SIZE || carriesWrites();
+  // The first transaction: the ingest and its assets (and when atomic, its findings and end).
   const first = async (tx: Tx): Promise<IngestRow | null> => {
     tx.later(ingestsSql.InsertIngest, ingestValues(ingestId, input, input.kind, reportKey, null));
     const assetRows = await upsertAssets(tx, input.tenantId, input.parsed);
     plan = planFindings({ parsed: input.parsed, assetRows, defaultAssetId: tie.defaultAssetId, fallbackTool: tie.fallbackTool });
-    return single ? finish(tx, plan.findings) : null;
+    if (!atomic) return null;
+    const { batches, last } = inBatches(plan.findings);
+    for (const batch of batches) queueFindings(tx, ingestId, input.tenantId, reportKey, tie, batch);
+    return finish(tx, last);
   };
-  if (single) return (await withTransaction(pool, first))!;
-  await outsideCarriedWrites(() => withTransaction(pool, first));
+  if (atomic) return (await withTransaction(pool, first))!;
+  await withTransaction(pool, first);
 
   // Every batch but the last, INGEST_PARALLEL at a time (each its own transaction on its own
   // connection: their findings are distinct, and the ingest's counters, the one row they
   // share, are updated at the end of each statement, so one waits only for the other's
   // commit); the last, with the resolve and the ingest's end, once all committed.
-  const rows = (plan as FindingsPlan | null)!.findings;
-  let last = 0;
-  const batches: FindingRowInput[][] = [];
-  for (; last + INGEST_BATCH_SIZE < rows.length; last += INGEST_BATCH_SIZE) batches.push(rows.slice(last, last + INGEST_BATCH_SIZE));
+  const { batches, last } = inBatches((plan as FindingsPlan | null)!.findings);
   await eachAtOnce(batches, INGEST_PARALLEL, (batch) =>
-    outsideCarriedWrites(() => withTransaction(pool, async (tx) => queueFindings(tx, ingestId, input.tenantId, reportKey, tie, batch))));
-  const batch = rows.slice(last);
-  return withTransaction(pool, (tx) => finish(tx, batch));
+    withTransaction(pool, async (tx) => queueFindings(tx, ingestId, input.tenantId, reportKey, tie, batch)));
+  return withTransaction(pool, (tx) => finish(tx, last));
+}
+
+/** Findings in INGEST_BATCH_SIZE batches: every full one before the last, and the last (never empty unless all are). */
+function inBatches(rows: FindingRowInput[]): { batches: FindingRowInput[][]; last: FindingRowInput[] } {
+  const batches: FindingRowInput[][] = [];
+  let at = 0;
+  for (; at + INGEST_BATCH_SIZE < rows.length; at += INGEST_BATCH_SIZE) batches.push(rows.slice(at, at + INGEST_BATCH_SIZE));
+  return { batches, last: rows.slice(at) };
 }
 
 /**
