@@ -31,6 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import type { ScaleContext } from './bench-scale.ts';
 import { now } from './support/http-client.ts';
 import { scratchDatabase } from './support/scratch-db.ts';
@@ -402,7 +403,7 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
   try {
     const scratch = await scratchDatabase('scanflow_scale_agents', { preloadStatements: STATEMENTS && !process.env.DATABASE_URL, progress });
     cleanups.push(scratch.drop);
-    const db = new pg.Pool({ connectionString: scratch.url, max: 2, application_name: BENCH_APP });
+    const db = createPool(scratch.url, 2, { application_name: BENCH_APP });
     db.on('error', () => {});
     cleanups.push(() => db.end());
     await findPostmaster(db);

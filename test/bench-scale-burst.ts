@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import type { ScaleContext } from './bench-scale.ts';
 import { call } from './support/http-client.ts';
 import { scratchDatabase } from './support/scratch-db.ts';
@@ -86,7 +87,7 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
     const config = loadConfig({ ...process.env, DATABASE_URL: scratch.url, PORT: '0', ADMIN_TOKEN: adminToken, LOG_LEVEL: 'warn', ROLE: 'api' });
     const orch = await startOrchestrator(config, pino({ level: 'warn' }, pino.destination(2)));
     cleanups.push(orch.stop);
-    const db = new pg.Pool({ connectionString: scratch.url, max: 3 });
+    const db = createPool(scratch.url, 3);
     cleanups.push(() => db.end());
     await findPostmaster(db);
     let statementsOn = false;

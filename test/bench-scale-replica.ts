@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import type { ScaleContext } from './bench-scale.ts';
 import { call, type CallOptions } from './support/http-client.ts';
 import { fillHistory } from './support/history.ts';
@@ -102,7 +103,7 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
     const pipeline = await must(withReplica.url, 'POST', '/api/v1/pipelines', { token, body: { name: 'nightly', steps: [{ id: 'x', tool: 'bench-unclaimed', timeout: '1h' }] } }, 'pipeline');
 
     ctx.progress(`scale-replica: ${HISTORY} finished runs of history`);
-    const fillPool = new pg.Pool({ connectionString: pair.primaryUrl, max: 2 });
+    const fillPool = createPool(pair.primaryUrl, 2);
     await fillHistory(fillPool, { runs: HISTORY, sightings: HISTORY, outputBytes: 0, tenants: 1, tenantId: tenant.tenant.id, share: 50, progress: ctx.progress });
     await fillPool.query('VACUUM ANALYZE');
     await fillPool.end();

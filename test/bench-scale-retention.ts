@@ -25,6 +25,7 @@
 // BENCH_RETENTION_PROBE_S (10), BENCH_RETENTION_READER_MS (2,000).
 import os from 'node:os';
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import type { ScaleContext } from './bench-scale.ts';
 import { scratchDatabase } from './support/scratch-db.ts';
 import { envInt, f1, mapSummary, sleep, summarize, type Summary } from './support/measure.ts';
@@ -81,7 +82,7 @@ export default async function run(ctx: ScaleContext): Promise<{ problems: string
   const { DEFAULT_RETENTION } = await import('../src/config.ts');
 
   const scratch = await scratchDatabase('scanflow_retention', { progress });
-  const pool = new pg.Pool({ connectionString: scratch.url, max: 8 });
+  const pool = createPool(scratch.url, 8);
   try {
     await migrate(scratch.url);
     // --- history ----------------------------------------------------------------------
