@@ -500,6 +500,34 @@ describe('large reports and retries', () => {
     assert.deepEqual(replay.body, retried.body);
   });
 
+  it('an ingest of 5,000 findings or more has the findings tables analyzed (one job for a burst of them); a small one does not', async () => {
+    const { agent } = await setup();
+    const jobs = async () => (await h.pool.query(`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE key = 'findings_analyze'`)).rows[0].n;
+    const analyzed = async () => (await h.pool.query(
+      `SELECT sum(analyze_count)::int AS n FROM pg_stat_user_tables WHERE relname IN ('findings', 'finding_sightings', 'finding_texts')`)).rows[0].n;
+    // The job waits 5 s for more ingests to join it: made due now, as time passing would.
+    const runNow = async () => {
+      await h.pool.query(`UPDATE graphile_worker._private_jobs SET run_at = now() WHERE key = 'findings_analyze'`);
+      await h.settle();
+    };
+    await runNow(); // what earlier tests asked for
+    assert.equal(await jobs(), 0);
+    const report = (n: number, name: string) => ({
+      version: '1.0', tool: { name },
+      assets: [{ id: 'r', type: 'repository', value: `github.com/acme/${randomUUID()}` }],
+      findings: Array.from({ length: n }, (_, i) => ({ type: 'vulnerability', title: `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` } })),
+    });
+    await ingestReport(agent, report(4_999, 'small'));
+    assert.equal(await jobs(), 0, 'an ingest of fewer findings asks for nothing');
+    await ingestReport(agent, report(5_000, 'large'));
+    await ingestReport(agent, report(6_000, 'larger'));
+    assert.equal(await jobs(), 1, 'two large ingests, one job');
+    const before = await analyzed();
+    await runNow();
+    assert.equal(await jobs(), 0);
+    assert.equal(await analyzed(), before + 3, 'each of the three tables analyzed once');
+  });
+
   it('an Idempotency-Key replays the answer and stores nothing twice', async () => {
     const { t, agent, asset } = await setup();
     const headers = { 'idempotency-key': `k-${randomUUID()}`, 'x-asset-id': asset };

@@ -194,8 +194,16 @@ export function scopePairs(tools: string[], assetIds: string[]): { tools: string
   return out;
 }
 
+/**
+ * An ingest of at least this many findings asks for the findings tables' statistics to be
+ * refreshed (tasks/findings_analyze.ts): enough rows of one tenant, one run or one ingest to
+ * change the plans of their pages.
+ */
+export const ANALYZE_AFTER_FINDINGS = 5_000;
+
 /** The ingest is done (the last statement of its transaction, with the COMMIT). */
 export async function finishIngest(tx: Tx, ingestId: string, plan: FindingsPlan, scope: { tools: string[]; assetIds: string[] }): Promise<IngestRow> {
+  if (plan.findings.length >= ANALYZE_AFTER_FINDINGS) tx.later(findingsSql.RequestFindingsAnalyze, []);
   const [row] = await finalMany<IngestRow>(tx, ingestsSql.FinishIngest, [
     ingestId, plan.assetsCreated, plan.assetsUpdated, plan.skipped, JSON.stringify(listedProblems(plan.problems)),
     scope.tools, scope.assetIds, plan.assetRefs,

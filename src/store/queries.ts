@@ -76,7 +76,9 @@ export const findingsApiSql = loadQueries('findings_api.sql', [
   'ListFindingEvents', 'TriageFinding', 'ListRunFindings',
 ] as const);
 
-export const findingsSql = loadQueries('findings.sql', ['UpsertFindings', 'ResolveUnseenFindings', 'ExistingFingerprints'] as const);
+export const findingsSql = loadQueries('findings.sql', [
+  'UpsertFindings', 'ResolveUnseenFindings', 'ExistingFingerprints', 'RequestFindingsAnalyze', 'AnalyzeFindings',
+] as const);
 
 export const ingestsSql = loadQueries('ingests.sql', [
   'IngestContext', 'InsertIngest', 'StartPendingChunk', 'FinishIngest', 'LockReportChunks', 'ReportChunks',
