@@ -119,8 +119,10 @@ describe('the dashboard with 1,000 runs and a 50-step pipeline', () => {
     measured[`${name}_response_ms`] = nav.response;
     measured[`${name}_loaded_ms`] = nav.loaded;
     measured[`${name}_longest_task_ms`] = longest;
-    // Bounds far above what was measured (2-core machine, others' tests running), below "frozen".
-    assert.ok(nav.loaded < 3000, `${name} loaded in ${nav.loaded} ms`);
+    // Bounds far above what was measured (2-core machine, others' tests running), below "frozen":
+    // the figures themselves are printed (above) and measured in npm run bench. The 50-step run
+    // page once took 3.4 s to load with two suites running at once (server response 2.7 s).
+    assert.ok(nav.loaded < 10_000, `${name} loaded in ${nav.loaded} ms`);
     assert.ok(longest < 500, `${name}: a task of ${longest} ms froze the page`);
   }
 
