@@ -220,7 +220,7 @@ export async function finishIngest(tx: Tx, ingestId: string, plan: FindingsPlan,
  * ingest 'ingesting'.
  *
  * Sent with an Idempotency-Key, a report of any size is one transaction (its batches one
- * statement each, in order), which marks the key used: a request that dies midway leaves
+ * statement and one round trip each, in order), which marks the key used: a request that dies midway leaves
  * nothing, and its retry stores the report once, as if the first attempt had never been.
  */
 export async function ingestFindings(pool: pg.Pool, input: IngestInput): Promise<IngestRow> {
@@ -248,7 +248,10 @@ export async function ingestFindings(pool: pg.Pool, input: IngestInput): Promise
     plan = planFindings({ parsed: input.parsed, assetRows, defaultAssetId: tie.defaultAssetId, fallbackTool: tie.fallbackTool });
     if (!atomic) return null;
     const { batches, last } = inBatches(plan.findings);
-    for (const batch of batches) queueFindings(tx, ingestId, input.tenantId, reportKey, tie, batch);
+    for (const batch of batches) {
+      queueFindings(tx, ingestId, input.tenantId, reportKey, tie, batch);
+      await tx.batch([]); // sent now: one batch's parameters in memory at a time
+    }
     return finish(tx, last);
   };
   if (atomic) return (await withTransaction(pool, first))!;
