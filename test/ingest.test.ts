@@ -445,14 +445,17 @@ describe('tied to the work', () => {
 });
 
 describe('large reports and retries', () => {
+  /** A report of n findings ('issue i', 13 rules) on one repository asset, but finding `skip`; `title` may rename some. */
+  const bulkReport = (n: number, o: { tool: string; asset: string; coverage?: 'full'; skip?: number | null; title?: (i: number) => string }) => ({
+    version: '1.0', tool: { name: o.tool }, ...(o.coverage ? { metadata: { coverage_type: o.coverage } } : {}),
+    assets: [{ id: 'r', type: 'repository', value: o.asset }],
+    findings: Array.from({ length: n }, (_, i) => i).filter((i) => i !== o.skip)
+      .map((i) => ({ type: 'vulnerability', title: o.title?.(i) ?? `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` } })),
+  });
+
   it('a report of more than 5,000 findings is stored in batches: every finding once, the counts summed, full coverage resolved at the end', async () => {
     const { t, agent } = await setup();
-    const report = (n: number, skip: number | null) => ({
-      version: '1.0', tool: { name: 'bulk' }, metadata: { coverage_type: 'full' },
-      assets: [{ id: 'r', type: 'repository', value: 'github.com/acme/bulk' }],
-      findings: Array.from({ length: n }, (_, i) => i).filter((i) => i !== skip)
-        .map((i) => ({ type: 'vulnerability', title: `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` } })),
-    });
+    const report = (n: number, skip: number | null) => bulkReport(n, { tool: 'bulk', asset: 'github.com/acme/bulk', coverage: 'full', skip });
     const first = await ingestReport(agent, report(11_000, null));
     assert.deepEqual([first.findings_created, first.findings_updated, first.findings_resolved, first.assets_created], [11_000, 0, 0, 1]);
     const again = await ingestReport(agent, report(11_000, 10_999));
@@ -470,13 +473,7 @@ describe('large reports and retries', () => {
     await h.pool.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN IF NEW.title = '${marker}' THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$`);
     await h.pool.query(`CREATE TRIGGER ${fn} BEFORE INSERT ON findings FOR EACH ROW EXECUTE FUNCTION ${fn}()`);
-    const report = {
-      version: '1.0', tool: { name: 'bulk' },
-      assets: [{ id: 'r', type: 'repository', value: `github.com/acme/${randomUUID()}` }],
-      findings: Array.from({ length: 11_000 }, (_, i) => ({
-        type: 'vulnerability', title: i === 10_500 ? marker : `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` },
-      })),
-    };
+    const report = bulkReport(11_000, { tool: 'bulk', asset: `github.com/acme/${randomUUID()}`, title: (i) => (i === 10_500 ? marker : `issue ${i}`) });
     const headers = { 'idempotency-key': `k-${randomUUID()}` };
     const stored = async () => (await h.pool.query(
       `SELECT (SELECT count(*)::int FROM ingests WHERE tenant_id = $1) AS ingests,
@@ -512,11 +509,7 @@ describe('large reports and retries', () => {
     };
     await runNow(); // what earlier tests asked for
     assert.equal(await jobs(), 0);
-    const report = (n: number, name: string) => ({
-      version: '1.0', tool: { name },
-      assets: [{ id: 'r', type: 'repository', value: `github.com/acme/${randomUUID()}` }],
-      findings: Array.from({ length: n }, (_, i) => ({ type: 'vulnerability', title: `issue ${i}`, severity: 'low', rule_id: `r${i % 13}`, asset_ref: 'r', location: { path: `f${i}.js` } })),
-    });
+    const report = (n: number, tool: string) => bulkReport(n, { tool, asset: `github.com/acme/${randomUUID()}` });
     await ingestReport(agent, report(4_999, 'small'));
     assert.equal(await jobs(), 0, 'an ingest of fewer findings asks for nothing');
     await ingestReport(agent, report(5_000, 'large'));
